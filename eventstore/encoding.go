@@ -95,8 +95,8 @@ func (h *Hasher) Hash(r *Record) Hash {
 var ErrMalformed = errors.New("eventstore: malformed canonical encoding")
 
 // ParseCanonical decodes a canonical event encoding (as written by
-// AppendCanonical) and returns the record with Hash set to the SHA-256 of
-// b. The returned Data aliases b. The encoding must be exact: a wrong tag,
+// AppendCanonical) and returns the record. Its Hash is left zero: the
+// event hash is the SHA-256 of b itself. The returned Data aliases b. The encoding must be exact: a wrong tag,
 // a length running past the end, or trailing bytes are errors matching
 // ErrMalformed.
 func ParseCanonical(b []byte) (Record, error) {
@@ -141,6 +141,5 @@ func ParseCanonical(b []byte) (Record, error) {
 		CorrelationID: string(fields[7]),
 	}
 	r.Data = fields[8]
-	r.Hash = sha256.Sum256(b)
 	return r, nil
 }

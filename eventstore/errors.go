@@ -20,6 +20,10 @@ var (
 	// append is not an exact retry of the append that wrote it. Errors
 	// matching it are *DuplicateEventError.
 	ErrDuplicateEvent = errors.New("eventstore: event id already used")
+	// ErrUnknownOutcome means the store lost its connection while
+	// committing an append: the events may or may not be in the log.
+	// Retrying the append with the same event IDs settles it.
+	ErrUnknownOutcome = errors.New("eventstore: append outcome unknown (connection lost while committing); retry with the same event ids")
 	// ErrClosed means the store has been closed.
 	ErrClosed = errors.New("eventstore: store closed")
 )

@@ -1,0 +1,222 @@
+// Package verify checks a whole ledger: every event's hash against its
+// content, the hash chain, positions and stream versions, the recorded
+// times, the Merkle tree and every signed checkpoint. It reads a live
+// store (Store) or is fed records one by one (Verifier), as the export
+// file reader does.
+package verify
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/checkpoint"
+	"stele.dev/stele/eventstore/merkle"
+)
+
+// ErrFailed matches every verification failure; errors are *Error.
+var ErrFailed = errors.New("ledger verification failed")
+
+// Error names the first position at which verification failed, and why.
+// Position 0 means the failure is not about one event (a checkpoint, the
+// head, or the log's end).
+type Error struct {
+	Position uint64
+	Reason   string
+}
+
+func (e *Error) Error() string {
+	if e.Position == 0 {
+		return "ledger verification failed: " + e.Reason
+	}
+	return fmt.Sprintf("ledger verification failed at position %d: %s", e.Position, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrFailed) true.
+func (e *Error) Is(target error) bool { return target == ErrFailed }
+
+func fail(pos uint64, format string, args ...any) error {
+	return &Error{Position: pos, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Report summarises a successful (or partial) verification.
+type Report struct {
+	// Events is the number of events verified, from position 1.
+	Events uint64 `json:"events"`
+	// Head is the hash of the last verified event.
+	Head eventstore.Hash `json:"-"`
+	// Root is the Merkle root over the verified events.
+	Root eventstore.Hash `json:"-"`
+	// TreeHashes counts stored Merkle hashes compared with recomputed ones.
+	TreeHashes uint64 `json:"tree_hashes"`
+	// Checkpoints counts signed checkpoints checked; LastCheckpoint is the
+	// largest size among them.
+	Checkpoints    int    `json:"checkpoints"`
+	LastCheckpoint uint64 `json:"last_checkpoint"`
+	// Signed is false when no key was given, so checkpoint signatures were
+	// not checked (their roots still were).
+	Signed bool `json:"signatures_checked"`
+	// Trusted is the size of the trusted checkpoint checked, if any.
+	Trusted uint64 `json:"trusted_checkpoint,omitempty"`
+	// First and Last are the recorded times of the first and last event.
+	First time.Time `json:"first_recorded_at"`
+	Last  time.Time `json:"last_recorded_at"`
+	// Duration is how long verification took.
+	Duration time.Duration `json:"-"`
+}
+
+// EventsPerSecond is Events divided by Duration.
+func (r Report) EventsPerSecond() float64 {
+	if r.Duration <= 0 {
+		return 0
+	}
+	return float64(r.Events) / r.Duration.Seconds()
+}
+
+// Options say what to check beyond the log's own consistency.
+type Options struct {
+	// Key checks checkpoint signatures; without it only their roots are
+	// checked against the recomputed tree.
+	Key *checkpoint.Verifier
+	// Trusted is a signed checkpoint kept outside the log (by an auditor,
+	// a witness or the server's state file). The log must contain at
+	// least Trusted's size events and match its root: this is what catches
+	// a tail rewritten together with its checkpoints. Requires Key.
+	Trusted []byte
+}
+
+// Verifier checks records fed in position order. It is the engine of
+// Store and of export verification; use those unless you read records
+// yourself.
+type Verifier struct {
+	opts     Options
+	trusted  *eventstore.Checkpoint
+	next     uint64
+	prev     eventstore.Hash
+	last     time.Time
+	frontier merkle.Frontier
+	streams  map[string]uint64
+	tree     []eventstore.Hash
+	report   Report
+}
+
+// NewVerifier returns a Verifier expecting position 1.
+func NewVerifier(opts Options) (*Verifier, error) {
+	v := &Verifier{opts: opts, next: 1, streams: map[string]uint64{}}
+	v.report.Signed = opts.Key != nil
+	if len(opts.Trusted) > 0 {
+		if opts.Key == nil {
+			return nil, errors.New("verify: a trusted checkpoint needs the log's public key")
+		}
+		size, root, err := opts.Key.Open(opts.Trusted)
+		if err != nil {
+			return nil, fmt.Errorf("verify: trusted checkpoint: %w", err)
+		}
+		v.trusted = &eventstore.Checkpoint{Size: size, Root: root, Note: opts.Trusted}
+		if size == 0 {
+			if err := v.checkTrusted(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return v, nil
+}
+
+// Size returns the number of records verified so far.
+func (v *Verifier) Size() uint64 { return v.frontier.Size() }
+
+// Record checks the next record. computed is the SHA-256 of the record's
+// canonical encoding, computed by the caller (possibly in parallel);
+// r.Hash is the hash the log stored. tree, if not nil, holds the Merkle
+// hashes the log stored for this record.
+func (v *Verifier) Record(r *eventstore.Record, computed eventstore.Hash, tree []eventstore.Hash) error {
+	switch {
+	case r.Position < v.next:
+		return fail(v.next, "position %d appears again after position %d (events reordered or duplicated)", r.Position, v.next-1)
+	case r.Position > v.next:
+		return fail(v.next, "event missing: the next stored event is at position %d", r.Position)
+	}
+	if r.PrevHash != v.prev {
+		return fail(r.Position, "previous hash %s does not match the hash %s of position %d (an event was changed, removed, inserted or reordered)",
+			short(r.PrevHash), short(v.prev), r.Position-1)
+	}
+	if computed != r.Hash {
+		return fail(r.Position, "stored hash %s differs from the hash of the event's content %s (the event was changed)", short(r.Hash), short(computed))
+	}
+	if r.RecordedAt.Before(v.last) {
+		return fail(r.Position, "recorded at %s, before the previous event (%s)", r.RecordedAt.Format(time.RFC3339Nano), v.last.Format(time.RFC3339Nano))
+	}
+	if want := v.streams[r.StreamID] + 1; r.StreamVersion != want {
+		return fail(r.Position, "stream %q version %d, want %d", r.StreamID, r.StreamVersion, want)
+	}
+	v.tree = v.frontier.Append(v.tree[:0], r.Hash)
+	if tree != nil {
+		if len(tree) != len(v.tree) {
+			return fail(r.Position, "%d stored Merkle hashes, want %d", len(tree), len(v.tree))
+		}
+		for i := range tree {
+			if tree[i] != v.tree[i] {
+				return fail(r.Position, "stored Merkle hash %d is %s, recomputed %s", i, short(tree[i]), short(v.tree[i]))
+			}
+		}
+		v.report.TreeHashes += uint64(len(tree))
+	}
+	v.streams[r.StreamID] = r.StreamVersion
+	v.prev, v.last = r.Hash, r.RecordedAt
+	v.next++
+	if v.report.Events == 0 {
+		v.report.First = r.RecordedAt
+	}
+	v.report.Events++
+	v.report.Last = r.RecordedAt
+	if v.trusted != nil && v.trusted.Size == v.frontier.Size() {
+		return v.checkTrusted()
+	}
+	return nil
+}
+
+// Checkpoint checks a stored checkpoint. It must be given once every
+// record up to its size has been given, and before any later record.
+func (v *Verifier) Checkpoint(note []byte, size uint64, root eventstore.Hash) error {
+	if size != v.frontier.Size() {
+		return fail(0, "checkpoint of size %d checked at size %d (checkpoints out of order)", size, v.frontier.Size())
+	}
+	if v.opts.Key != nil {
+		nsize, nroot, err := v.opts.Key.Open(note)
+		if err != nil {
+			return fail(0, "checkpoint at size %d: %v", size, err)
+		}
+		if nsize != size || nroot != root {
+			return fail(0, "checkpoint at size %d: its signed note says size %d root %s", size, nsize, short(nroot))
+		}
+	}
+	if got := v.frontier.Root(); got != root {
+		return fail(0, "checkpoint at size %d commits to root %s, but the events give %s (history was rewritten)", size, short(root), short(got))
+	}
+	v.report.Checkpoints++
+	v.report.LastCheckpoint = size
+	return nil
+}
+
+func (v *Verifier) checkTrusted() error {
+	if got := v.frontier.Root(); got != v.trusted.Root {
+		return fail(0, "the trusted checkpoint at size %d commits to root %s, but the log gives %s (history was rewritten)",
+			v.trusted.Size, short(v.trusted.Root), short(got))
+	}
+	v.report.Trusted = v.trusted.Size
+	return nil
+}
+
+// Finish checks what can only be checked at the end and returns the report.
+func (v *Verifier) Finish() (Report, error) {
+	v.report.Head = v.prev
+	v.report.Root = v.frontier.Root()
+	if v.trusted != nil && v.trusted.Size > v.frontier.Size() {
+		return v.report, fail(0, "the log ends at position %d, but the trusted checkpoint covers %d events (events were removed)",
+			v.frontier.Size(), v.trusted.Size)
+	}
+	return v.report, nil
+}
+
+func short(h eventstore.Hash) string { return h.String()[:16] }
