@@ -242,3 +242,6 @@ type TreeEntry struct {
 // TruncateTime returns t in UTC, truncated to whole microseconds: the
 // precision the log keeps.
 func TruncateTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// Bytes returns a copy of the hash as a byte slice.
+func (h Hash) Bytes() []byte { return append([]byte(nil), h[:]...) }

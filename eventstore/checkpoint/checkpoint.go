@@ -77,7 +77,7 @@ func NewSigner(skey string) (*Signer, error) {
 // publicKey derives the verifier key from a note private key.
 func publicKey(skey string) (string, error) {
 	// "PRIVATE+KEY+<name>+<hash>+<base64(alg||seed)>"
-	parts := strings.Split(skey, "+")
+	parts := strings.SplitN(skey, "+", 5)
 	if len(parts) != 5 {
 		return "", errors.New("checkpoint: signing key: malformed")
 	}

@@ -95,6 +95,29 @@ func Store(ctx context.Context, s eventstore.Store, opts Options) (Report, error
 	if len(cps) > 0 {
 		return finish(fail(0, "a checkpoint covers %d events but the log ends at %d (events were removed)", cps[0].Size, head.Position))
 	}
+	// Rows past the head are either appends committed since we started
+	// (the head moved with them, in the same transaction) or insertions.
+	var beyond uint64
+	for from := head.Position + 1; ; {
+		recs, err := s.ReadAll(ctx, from, PageSize)
+		if err != nil {
+			return finish(err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		beyond = recs[len(recs)-1].Position
+		from = beyond + 1
+	}
+	if beyond > 0 {
+		now, err := s.Head(ctx)
+		if err != nil {
+			return finish(err)
+		}
+		if beyond > now.Position {
+			return finish(fail(now.Position+1, "an event is stored at position %d, past the head %d (an event was inserted)", beyond, now.Position))
+		}
+	}
 	return finish(nil)
 }
 
@@ -111,7 +134,7 @@ func readPages(ctx context.Context, s eventstore.Store, end uint64) <-chan page 
 				tree, err = s.ReadTree(ctx, from, n)
 			}
 			if err == nil && len(recs) == 0 {
-				err = fail(from, "event missing: the log ends at position %d but the head is at %d", from-1, end)
+				err = fail(from, "event missing: the log ends at position %d but the head is at %d (events were removed)", from-1, end)
 			}
 			select {
 			case out <- page{recs: recs, tree: tree, err: err}:
