@@ -297,4 +297,3 @@ func TestVerifierKeyIsSetOnce(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
-

@@ -196,4 +196,3 @@ func HashAll(recs []eventstore.Record, out []eventstore.Hash, workers int) {
 	}
 	wg.Wait()
 }
-
