@@ -64,8 +64,9 @@ type Store struct {
 	changed chan struct{}
 
 	// Writer state, touched only by the writer goroutine.
-	cacheHead eventstore.Head
-	frontier  *merkle.Frontier
+	cacheHead   eventstore.Head
+	frontier    *merkle.Frontier
+	streamCache map[string]uint64 // versions as of cacheHead
 }
 
 var _ eventstore.Store = (*Store)(nil)

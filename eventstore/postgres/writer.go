@@ -74,7 +74,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	}
 }
 
-// writer is the one goroutine that commits appends.
+// writer is the one goroutine that commits this process's appends, a
+// batch at a time: whatever appends are queued when the previous batch
+// commits form the next one, so under load many appends share one commit.
 func (s *Store) writer() {
 	var carry *appendReq
 	for {
@@ -114,8 +116,8 @@ func (s *Store) writer() {
 				break fill
 			}
 		}
-		if len(batch) > 0 {
-			s.commit(batch)
+		if len(batch) > 0 && !s.commitFast(batch) {
+			s.commitSlow(batch)
 		}
 	}
 }
@@ -163,24 +165,116 @@ func (w *rows) add(r *eventstore.Record, tree []eventstore.Hash) {
 	w.recordedAt = append(w.recordedAt, r.RecordedAt)
 }
 
-const insertSQL = `INSERT INTO ledger_events (position, stream_id, stream_version, event_id, type, data,
-	actor, tenant, request_id, client_addr, causation_id, correlation_id, recorded_at, prev_hash, hash, tree)
-SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::bytea[],
-	$7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::timestamptz[],
-	$14::bytea[], $15::bytea[], $16::bytea[])`
+// plan is the outcome of deciding a batch: the rows to insert and the
+// state after them.
+type plan struct {
+	rows     rows
+	next     eventstore.Head
+	frontier *merkle.Frontier
+	versions map[string]uint64
+}
 
-// commit decides and writes one batch in one transaction, then answers
-// every request in it.
-func (s *Store) commit(batch []*appendReq) {
+// The writer's view of the ledger after every batch it has sent: the head,
+// the Merkle frontier and the versions of the streams it has touched. It
+// is valid (frontier != nil) only while this writer is the only one
+// appending; any refusal by the database resets it, and the slow path
+// reloads it under the head lock.
+
+// maxCachedStreams bounds the writer's stream version cache.
+const maxCachedStreams = 200_000
+
+// commitFast decides batch on top of the writer's view and writes it in
+// one round trip: one call of ledger_append, which locks the head and
+// checks it is where the view says, checks the versions of streams the
+// writer has not seen, inserts, moves the head, notifies and commits. It
+// returns false, having written nothing, when the batch needs the slow
+// path: no valid view, an Any or StreamExists append to an unseen stream,
+// a conflict (which may really be a retry of a stored append: only the
+// slow path reads stored event IDs), or a refusal by the database (the
+// head moved, a stream was not at the version assumed, or an event ID is
+// stored). Otherwise it answers the batch and returns true.
+func (s *Store) commitFast(batch []*appendReq) bool {
+	if s.frontier == nil {
+		return false
+	}
+	versions := make(map[string]uint64, len(batch))
+	var checkStreams []string
+	var checkVersions []int64
+	for _, r := range batch {
+		if _, ok := versions[r.stream]; ok {
+			continue
+		}
+		if v, ok := s.streamCache[r.stream]; ok {
+			versions[r.stream] = v
+			continue
+		}
+		if r.expected < 0 {
+			return false
+		}
+		versions[r.stream] = uint64(r.expected)
+		checkStreams = append(checkStreams, r.stream)
+		checkVersions = append(checkVersions, int64(r.expected))
+	}
+	p := s.decide(batch, s.cacheHead, s.frontier, versions, nil)
+	for _, r := range batch {
+		if r.err != nil {
+			return false
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommitTimeout)
 	defer cancel()
-	newHead, err := s.commitBatch(ctx, batch)
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
-		s.cacheHead, s.frontier = eventstore.Head{}, nil // reload under the lock next time
-		s.log.Error("ledger append batch failed", "requests", len(batch), "err", err)
-	} else if newHead.Position > 0 {
-		s.observe(newHead)
+		return false
 	}
+	defer conn.Release()
+	b := &pgx.Batch{}
+	s.queueAppend(b, s.cacheHead, checkStreams, checkVersions, &p)
+	err = conn.SendBatch(ctx, b).Close()
+	if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
+		err = errors.New("transaction still open after the append")
+	}
+	if err != nil {
+		s.cacheHead, s.frontier, s.streamCache = eventstore.Head{}, nil, nil
+		err = s.classify(conn, err)
+		if errors.Is(err, errRefused) {
+			s.log.Debug("ledger fast path refused; redoing the batch under the head lock", "err", err)
+			return false
+		}
+		s.log.Error("ledger append batch failed", "requests", len(batch), "err", err)
+		answer(batch, err)
+		return true
+	}
+	s.remember(p)
+	s.observe(p.next)
+	answer(batch, nil)
+	return true
+}
+
+// errRefused marks a write the database refused without writing
+// anything: the head had moved, a stream was not at the version assumed,
+// or an event ID was already stored.
+var errRefused = errors.New("refused")
+
+// classify turns a failed write round trip into errRefused (nothing
+// written, redo it), ErrUnknownOutcome (the connection broke during
+// COMMIT) or another error (nothing written).
+func (s *Store) classify(conn *pgxpool.Conn, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		s.abort(conn)
+		return fmt.Errorf("%w: %v", errRefused, err)
+	}
+	if conn.Conn().IsClosed() {
+		return fmt.Errorf("%w: %v", eventstore.ErrUnknownOutcome, err)
+	}
+	s.abort(conn)
+	return fmt.Errorf("postgres: append: %w", err)
+}
+
+// answer sends each request its outcome: the batch error if any, else
+// what decide settled.
+func answer(batch []*appendReq, err error) {
 	for _, r := range batch {
 		if err != nil {
 			r.done <- appendResult{err: err}
@@ -190,15 +284,93 @@ func (s *Store) commit(batch []*appendReq) {
 	}
 }
 
-// commitBatch runs the transaction. It returns the new head, or the zero
-// Head when nothing needed writing.
-func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) (eventstore.Head, error) {
+// commitSlow writes a batch on the slow path and answers it.
+func (s *Store) commitSlow(batch []*appendReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.CommitTimeout)
+	defer cancel()
+	next, err := s.slowPath(ctx, batch)
+	if err != nil {
+		s.cacheHead, s.frontier, s.streamCache = eventstore.Head{}, nil, nil
+		s.log.Error("ledger append batch failed", "requests", len(batch), "err", err)
+	} else if next.Position > 0 {
+		s.observe(next)
+	}
+	answer(batch, err)
+}
+
+// decide settles each request of the batch, in order, against the given
+// head, tree and stream versions plus the requests accepted before it, and
+// returns what to write. existing holds records already stored with the
+// batch's event IDs. It sets each request's result or error.
+func (s *Store) decide(batch []*appendReq, head eventstore.Head, frontier *merkle.Frontier, versions map[string]uint64,
+	existing map[eventstore.ID]*eventstore.Record) plan {
+	p := plan{next: head, frontier: frontier.Clone(), versions: versions}
+	now := eventstore.TruncateTime(s.opts.Now())
+	if now.Before(head.RecordedAt) {
+		now = head.RecordedAt
+	}
+	inBatch := map[eventstore.ID]*eventstore.Record{}
+	var treeBuf []eventstore.Hash
+	for _, r := range batch {
+		r.result, r.err = eventstore.Appended{}, nil
+		stored := make([]*eventstore.Record, len(r.events))
+		for i := range r.events {
+			if rec, ok := existing[r.events[i].ID]; ok {
+				stored[i] = rec
+			} else if rec, ok := inBatch[r.events[i].ID]; ok {
+				stored[i] = rec
+			}
+		}
+		if res, retry, err := eventstore.MatchRetry(r.stream, r.events, stored); err != nil || retry {
+			r.result, r.err = res, err
+			continue
+		}
+		actual := versions[r.stream]
+		if !r.expected.Matches(actual) {
+			r.err = &eventstore.ConflictError{StreamID: r.stream, Expected: r.expected, Actual: actual}
+			continue
+		}
+		r.result = eventstore.Appended{StreamID: r.stream, FirstVersion: actual + 1, FirstPosition: p.next.Position + 1}
+		for i := range r.events {
+			e := &r.events[i]
+			rec := &eventstore.Record{
+				Position:      p.next.Position + 1,
+				StreamID:      r.stream,
+				StreamVersion: actual + uint64(i) + 1,
+				ID:            e.ID,
+				Type:          e.Type,
+				Data:          e.Data,
+				Metadata:      e.Metadata,
+				RecordedAt:    now,
+				PrevHash:      p.next.Hash,
+			}
+			if rec.Data == nil {
+				rec.Data = []byte{}
+			}
+			rec.Hash = eventstore.ComputeHash(rec)
+			treeBuf = p.frontier.Append(treeBuf[:0], rec.Hash)
+			p.rows.add(rec, treeBuf)
+			inBatch[e.ID] = rec
+			p.next = eventstore.Head{Position: rec.Position, Hash: rec.Hash, RecordedAt: now}
+		}
+		versions[r.stream] = actual + uint64(len(r.events))
+		r.result.LastVersion = versions[r.stream]
+		r.result.LastPosition = p.next.Position
+		r.result.LastHash = p.next.Hash
+	}
+	return p
+}
+
+// slowPath locks the head, reads the streams' versions and any stored
+// records with the batch's event IDs, decides, and writes: two round
+// trips. It returns the new head, or the zero Head when nothing needed
+// writing.
+func (s *Store) slowPath(ctx context.Context, batch []*appendReq) (eventstore.Head, error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return eventstore.Head{}, fmt.Errorf("postgres: append: %w", err)
 	}
 	defer conn.Release()
-
 	streams := make([]string, 0, len(batch))
 	seenStream := map[string]bool{}
 	var ids [][16]byte
@@ -229,102 +401,67 @@ func (s *Store) commitBatch(ctx context.Context, batch []*appendReq) (eventstore
 		s.abort(conn)
 		return eventstore.Head{}, fmt.Errorf("postgres: append: %w", err)
 	}
-
 	if s.frontier == nil || s.cacheHead.Position != head.Position || s.cacheHead.Hash != head.Hash {
 		f, err := merkle.LoadFrontier(ctx, treeReader{conn}, head.Position)
 		if err != nil {
 			s.abort(conn)
 			return eventstore.Head{}, fmt.Errorf("postgres: append: %w", err)
 		}
-		s.frontier = f
+		s.cacheHead, s.frontier, s.streamCache = head, f, nil
 	}
-	frontier := s.frontier.Clone()
-
-	// Decide each request in order against the committed state plus the
-	// requests accepted before it in this batch.
-	now := eventstore.TruncateTime(s.opts.Now())
-	if now.Before(head.RecordedAt) {
-		now = head.RecordedAt
-	}
-	var w rows
-	next := head
-	inBatch := map[eventstore.ID]*eventstore.Record{}
-	var treeBuf []eventstore.Hash
-	for _, r := range batch {
-		stored := make([]*eventstore.Record, len(r.events))
-		for i := range r.events {
-			if rec, ok := existing[r.events[i].ID]; ok {
-				stored[i] = rec
-			} else if rec, ok := inBatch[r.events[i].ID]; ok {
-				stored[i] = rec
-			}
-		}
-		if res, retry, err := eventstore.MatchRetry(r.stream, r.events, stored); err != nil || retry {
-			r.result, r.err = res, err
-			continue
-		}
-		actual := versions[r.stream]
-		if !r.expected.Matches(actual) {
-			r.err = &eventstore.ConflictError{StreamID: r.stream, Expected: r.expected, Actual: actual}
-			continue
-		}
-		r.result = eventstore.Appended{StreamID: r.stream, FirstVersion: actual + 1, FirstPosition: next.Position + 1}
-		for i := range r.events {
-			e := &r.events[i]
-			rec := &eventstore.Record{
-				Position:      next.Position + 1,
-				StreamID:      r.stream,
-				StreamVersion: actual + uint64(i) + 1,
-				ID:            e.ID,
-				Type:          e.Type,
-				Data:          e.Data,
-				Metadata:      e.Metadata,
-				RecordedAt:    now,
-				PrevHash:      next.Hash,
-			}
-			if rec.Data == nil {
-				rec.Data = []byte{}
-			}
-			rec.Hash = eventstore.ComputeHash(rec)
-			treeBuf = frontier.Append(treeBuf[:0], rec.Hash)
-			w.add(rec, treeBuf)
-			inBatch[e.ID] = rec
-			next = eventstore.Head{Position: rec.Position, Hash: rec.Hash, RecordedAt: now}
-		}
-		versions[r.stream] = actual + uint64(len(r.events))
-		r.result.LastVersion = versions[r.stream]
-		r.result.LastPosition = next.Position
-		r.result.LastHash = next.Hash
-	}
-
-	if len(w.position) == 0 {
+	p := s.decide(batch, head, s.frontier, versions, existing)
+	if len(p.rows.position) == 0 {
 		if _, err := conn.Exec(ctx, `ROLLBACK`); err != nil {
 			conn.Conn().Close(ctx)
 		}
+		s.remember(p)
 		return eventstore.Head{}, nil
 	}
 
 	// Round trip 2: insert, move the head, notify, commit.
 	b = &pgx.Batch{}
-	b.Queue(insertSQL, w.position, w.stream, w.version, w.id, w.typ, w.data, w.actor, w.tenant, w.reqID,
-		w.addr, w.cause, w.correlation, w.recordedAt, w.prev, w.hash, w.tree)
-	b.Queue(`UPDATE ledger_head SET position = $1, hash = $2, recorded_at = $3`, int64(next.Position), next.Hash[:], next.RecordedAt)
-	b.Queue(`SELECT pg_notify($1, $2)`, s.channel, notifyPayload(next))
+	s.queueAppend(b, head, nil, nil, &p)
 	b.Queue(`COMMIT`)
 	err = conn.SendBatch(ctx, b).Close()
 	if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
 		err = errors.New("transaction still open after COMMIT")
 	}
 	if err != nil {
-		var pgErr *pgconn.PgError
-		if !errors.As(err, &pgErr) && conn.Conn().IsClosed() {
-			return eventstore.Head{}, fmt.Errorf("%w: %v", eventstore.ErrUnknownOutcome, err)
+		err = s.classify(conn, err)
+		if errors.Is(err, errRefused) {
+			err = fmt.Errorf("postgres: append: %w", errors.Unwrap(err))
 		}
-		s.abort(conn)
-		return eventstore.Head{}, fmt.Errorf("postgres: append: %w", err)
+		return eventstore.Head{}, err
 	}
-	s.cacheHead, s.frontier = next, frontier
-	return next, nil
+	s.remember(p)
+	return p.next, nil
+}
+
+// queueAppend queues the call of ledger_append that writes p on top of
+// base (see migrations/001_ledger.sql). Outside a transaction it is one
+// implicit transaction.
+func (s *Store) queueAppend(b *pgx.Batch, base eventstore.Head, checkStreams []string, checkVersions []int64, p *plan) {
+	w := &p.rows
+	next := p.next
+	if checkStreams == nil {
+		checkStreams, checkVersions = []string{}, []int64{}
+	}
+	b.Queue(`SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
+		int64(base.Position), base.Hash[:], checkStreams, checkVersions,
+		int64(next.Position), next.Hash[:], next.RecordedAt, s.channel, notifyPayload(next),
+		w.position, w.stream, w.version, w.id, w.typ, w.data, w.actor, w.tenant, w.reqID,
+		w.addr, w.cause, w.correlation, w.recordedAt, w.prev, w.hash, w.tree)
+}
+
+// remember makes p's outcome the writer's view for the next batch.
+func (s *Store) remember(p plan) {
+	s.cacheHead, s.frontier = p.next, p.frontier
+	if s.streamCache == nil || len(s.streamCache) > maxCachedStreams {
+		s.streamCache = make(map[string]uint64, len(p.versions))
+	}
+	for k, v := range p.versions {
+		s.streamCache[k] = v
+	}
 }
 
 func readLockResults(br pgx.BatchResults) (eventstore.Head, map[string]uint64, map[eventstore.ID]*eventstore.Record, error) {

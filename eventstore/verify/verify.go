@@ -22,8 +22,8 @@ var ErrFailed = errors.New("ledger verification failed")
 // Position 0 means the failure is not about one event (a checkpoint, the
 // head, or the log's end).
 type Error struct {
-	Position uint64
-	Reason   string
+	Position uint64 `json:"position"`
+	Reason   string `json:"reason"`
 }
 
 func (e *Error) Error() string {

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"log/slog"
+	"os"
+	"runtime/pprof"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/merkle"
+	"stele.dev/stele/eventstore/postgres"
+	"stele.dev/stele/eventstore/verify"
+)
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure Stele's speed on this machine",
+	}
+	cmd.AddCommand(newBenchLedgerCmd())
+	return cmd
+}
+
+// ledgerBench is the JSON that stele bench ledger prints.
+type ledgerBench struct {
+	Events       int     `json:"events"`
+	Concurrency  int     `json:"concurrency"`
+	EventBytes   int     `json:"event_bytes"`
+	Seconds      float64 `json:"seconds"`
+	EventsPerSec float64 `json:"events_per_sec"`
+	P50ms        float64 `json:"p50_ms"`
+	P99ms        float64 `json:"p99_ms"`
+	MaxMs        float64 `json:"max_ms"`
+
+	CopyEventsPerSec float64 `json:"copy_baseline_events_per_sec,omitempty"`
+	RatioToCopy      float64 `json:"ratio_to_copy,omitempty"`
+
+	VerifyEventsPerSec  float64 `json:"verify_db_events_per_sec,omitempty"`
+	VerifyMemEventsPerS float64 `json:"verify_mem_events_per_sec,omitempty"`
+	SHA256EventsPerSec  float64 `json:"sha256_events_per_sec,omitempty"`
+	VerifyRatioToSHA256 float64 `json:"verify_mem_ratio_to_sha256,omitempty"`
+	GOMAXPROCS          int     `json:"gomaxprocs"`
+	Schema              string  `json:"schema,omitempty"`
+}
+
+func newBenchLedgerCmd() *cobra.Command {
+	var db dbFlags
+	var events, concurrency, size int
+	var baseline, verifyToo, keep bool
+	var cpuProfile string
+	cmd := &cobra.Command{
+		Use:   "ledger",
+		Short: "Append synthetic events from concurrent appenders and report throughput and latency",
+		Long: `Append --events synthetic events of about --size bytes (canonical
+encoding) from --concurrency appenders, each appending one event at a time
+to a stream of its own with an exact expected version, and print one JSON
+object: events, seconds, events_per_sec, p50_ms, p99_ms (per append).
+
+The benchmark runs in a scratch schema (stele_bench_…) of the database
+named by --database-url or DATABASE_URL, dropped afterwards (--keep keeps
+it): your ledger is not touched.
+
+--baseline also measures pgx CopyFrom of the same rows (same columns,
+constraints and indexes, one transaction) in the same run: the raw rate
+this machine's PostgreSQL accepts such rows at. --verify also verifies the
+appended log from the database, in memory, and times raw SHA-256 over the
+same canonical bytes.`,
+		Example: `  stele bench ledger --dev --events 20000 --concurrency 64 --baseline --verify`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if events < 1 || concurrency < 1 || size < 200 || size > eventstore.MaxDataSize {
+				return usageError{errors.New("--events and --concurrency must be at least 1, --size between 200 and 262144")}
+			}
+			ctx := cmd.Context()
+			logger := quietLogger()
+			if os.Getenv("STELE_BENCH_DEBUG") != "" {
+				logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
+			admin, err := db.connect(ctx, logger, 2)
+			if err != nil {
+				return err
+			}
+			defer admin.Close()
+			schema := "stele_bench_" + randomHex(4)
+			if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+				return err
+			}
+			if !keep {
+				defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			}
+			cfg := admin.Config().Copy()
+			cfg.ConnConfig.RuntimeParams["search_path"] = schema
+			cfg.MaxConns = 8
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer pool.Close()
+			if err := postgres.Migrate(ctx, pool); err != nil {
+				return err
+			}
+			store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+			}
+			res, err := benchAppend(ctx, store, events, concurrency, size)
+			if cpuProfile != "" {
+				pprof.StopCPUProfile()
+			}
+			if err != nil {
+				return err
+			}
+			res.GOMAXPROCS = runtime.GOMAXPROCS(0)
+			if keep {
+				res.Schema = schema
+			}
+			if baseline {
+				rate, err := benchCopy(ctx, pool, events, size)
+				if err != nil {
+					return err
+				}
+				res.CopyEventsPerSec = round(rate)
+				res.RatioToCopy = math.Round(res.EventsPerSec/rate*1000) / 1000
+			}
+			if verifyToo {
+				rep, err := verify.Store(ctx, store, verify.Options{})
+				if err != nil {
+					return err
+				}
+				res.VerifyEventsPerSec = round(rep.EventsPerSecond())
+				recs, err := readAllRecords(ctx, store)
+				if err != nil {
+					return err
+				}
+				res.SHA256EventsPerSec, res.VerifyMemEventsPerS = benchVerifyMem(recs)
+				res.VerifyRatioToSHA256 = math.Round(res.VerifyMemEventsPerS/res.SHA256EventsPerSec*1000) / 1000
+			}
+			return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+		},
+	}
+	db.register(cmd.Flags())
+	cmd.Flags().IntVar(&events, "events", 10000, "events to append")
+	cmd.Flags().IntVar(&concurrency, "concurrency", 16, "concurrent appenders")
+	cmd.Flags().IntVar(&size, "size", 400, "approximate size of each event's canonical encoding, in bytes")
+	cmd.Flags().BoolVar(&baseline, "baseline", false, "also measure pgx CopyFrom of the same rows")
+	cmd.Flags().BoolVar(&verifyToo, "verify", false, "also measure verification against raw SHA-256")
+	cmd.Flags().BoolVar(&keep, "keep", false, "keep the scratch schema")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the append phase to this file")
+	return cmd
+}
+
+func round(f float64) float64 { return math.Round(f) }
+
+// benchEvent makes a synthetic event whose canonical encoding is about
+// size bytes.
+func benchEvent(appender, seq, size int) eventstore.Event {
+	meta := eventstore.Metadata{Actor: "token:bench", Tenant: "org-bench", RequestID: fmt.Sprintf("req-%d-%d", appender, seq), ClientAddr: "127.0.0.1"}
+	overhead := 87 + 36 + len("bench-0000") + len("bench.appended") + len(meta.Actor) + len(meta.Tenant) + len(meta.RequestID) + len(meta.ClientAddr)
+	pad := max(size-overhead-len(`{"n":,"v":""}`)-8, 0)
+	raw := make([]byte, pad*3/4)
+	for i := range raw {
+		raw[i] = byte(i*7 + seq)
+	}
+	data := fmt.Appendf(nil, `{"n":%d,"v":"%s"}`, seq, base64.StdEncoding.EncodeToString(raw))
+	return eventstore.Event{ID: eventstore.NewID(), Type: "bench.appended", Data: data, Metadata: meta}
+}
+
+func benchAppend(ctx context.Context, store *postgres.Store, events, concurrency, size int) (ledgerBench, error) {
+	res := ledgerBench{Events: events, Concurrency: concurrency}
+	lat := make([][]time.Duration, concurrency)
+	var wg, ready sync.WaitGroup
+	errs := make(chan error, concurrency)
+	ready.Add(concurrency)
+	for a := range concurrency {
+		n := events / concurrency
+		if a < events%concurrency {
+			n++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stream := fmt.Sprintf("bench-%04d", a)
+			ls := make([]time.Duration, 0, n)
+			evs := make([]eventstore.Event, n)
+			for i := range evs {
+				evs[i] = benchEvent(a, i, size)
+			}
+			ready.Done()
+			ready.Wait()
+			for i, ev := range evs {
+				t0 := time.Now()
+				if _, err := store.Append(ctx, stream, eventstore.Exactly(uint64(i)), ev); err != nil {
+					errs <- err
+					return
+				}
+				ls = append(ls, time.Since(t0))
+			}
+			lat[a] = ls
+		}()
+	}
+	ready.Wait()
+	start := time.Now()
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return res, err
+	}
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	ms := func(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+	res.Seconds = math.Round(elapsed.Seconds()*1000) / 1000
+	res.EventsPerSec = round(float64(events) / elapsed.Seconds())
+	res.P50ms = ms(all[len(all)/2])
+	res.P99ms = ms(all[min(len(all)-1, len(all)*99/100)])
+	res.MaxMs = ms(all[len(all)-1])
+	e := benchEvent(0, 0, size)
+	r := eventstore.Record{StreamID: "bench-0000", Type: e.Type, Data: e.Data, Metadata: e.Metadata}
+	res.EventBytes = eventstore.CanonicalSize(&r)
+	return res, nil
+}
+
+// benchCopy copies rows shaped like the ledger's (a full hash chain and
+// tree, computed beforehand) into a copy of the events table in one
+// CopyFrom, and returns rows per second.
+func benchCopy(ctx context.Context, pool *pgxpool.Pool, events, size int) (float64, error) {
+	if _, err := pool.Exec(ctx, `CREATE TABLE bench_copy (LIKE ledger_events INCLUDING ALL)`); err != nil {
+		return 0, err
+	}
+	rows := make([][]any, events)
+	var f merkle.Frontier
+	var prev eventstore.Hash
+	now := eventstore.TruncateTime(time.Now())
+	for i := range rows {
+		e := benchEvent(i%64, i, size)
+		r := eventstore.Record{Position: uint64(i + 1), StreamID: fmt.Sprintf("bench-%04d", i%64), StreamVersion: uint64(i/64 + 1),
+			ID: e.ID, Type: e.Type, Data: e.Data, Metadata: e.Metadata, RecordedAt: now, PrevHash: prev}
+		r.Hash = eventstore.ComputeHash(&r)
+		prev = r.Hash
+		var tree []byte
+		for _, h := range f.Append(nil, r.Hash) {
+			tree = append(tree, h[:]...)
+		}
+		m := r.Metadata
+		rows[i] = []any{int64(r.Position), r.StreamID, int64(r.StreamVersion), [16]byte(r.ID), r.Type, r.Data, m.Actor, m.Tenant,
+			m.RequestID, m.ClientAddr, m.CausationID, m.CorrelationID, r.RecordedAt, r.PrevHash[:], r.Hash[:], tree}
+	}
+	cols := []string{"position", "stream_id", "stream_version", "event_id", "type", "data", "actor", "tenant", "request_id",
+		"client_addr", "causation_id", "correlation_id", "recorded_at", "prev_hash", "hash", "tree"}
+	start := time.Now()
+	n, err := pool.CopyFrom(ctx, pgx.Identifier{"bench_copy"}, cols, pgx.CopyFromRows(rows))
+	if err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+func readAllRecords(ctx context.Context, s eventstore.Store) ([]eventstore.Record, error) {
+	var out []eventstore.Record
+	for from := uint64(1); ; {
+		recs, err := s.ReadAll(ctx, from, 5000)
+		if err != nil || len(recs) == 0 {
+			return out, err
+		}
+		out = append(out, recs...)
+		from = recs[len(recs)-1].Position + 1
+	}
+}
+
+// benchVerifyMem times raw SHA-256 over the records' canonical bytes
+// (encoded beforehand) and full verification of the records, in memory:
+// the median of five runs each.
+func benchVerifyMem(recs []eventstore.Record) (shaRate, verifyRate float64) {
+	canon := make([][]byte, len(recs))
+	for i := range recs {
+		canon[i] = eventstore.AppendCanonical(nil, &recs[i])
+	}
+	var shas, verifies []float64
+	computed := make([]eventstore.Hash, len(recs))
+	for range 5 {
+		t0 := time.Now()
+		var sink byte
+		for _, c := range canon {
+			h := sha256.Sum256(c)
+			sink ^= h[0]
+		}
+		_ = sink
+		shas = append(shas, float64(len(recs))/time.Since(t0).Seconds())
+
+		t0 = time.Now()
+		v, _ := verify.NewVerifier(verify.Options{})
+		verify.HashAll(recs, computed, runtime.GOMAXPROCS(0))
+		for i := range recs {
+			if err := v.Record(&recs[i], computed[i], nil); err != nil {
+				panic(err)
+			}
+		}
+		verifies = append(verifies, float64(len(recs))/time.Since(t0).Seconds())
+	}
+	slices.Sort(shas)
+	slices.Sort(verifies)
+	return round(shas[2]), round(verifies[2])
+}

@@ -1,0 +1,100 @@
+// Command stele is Stele's one binary: the server (stele server) and the
+// commands that operate on its ledger. It is the only place that wires
+// concrete adapters together.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"stele.dev/stele/eventstore/verify"
+)
+
+// Exit codes.
+const (
+	exitError    = 1 // anything else that went wrong
+	exitUsage    = 2 // bad flags or arguments
+	exitTampered = 3 // ledger verification failed
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// run executes the command line and returns the process exit code. Every
+// failure is reported as one line on stderr.
+func run(ctx context.Context, args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "stele: "+oneLine(err.Error()))
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		return exitUsage
+	case errors.Is(err, verify.ErrFailed):
+		return exitTampered
+	default:
+		return exitError
+	}
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+type usageError struct{ error }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "stele",
+		Short: "Stele: an event-sourced secrets ledger",
+		Long: `Stele keeps application secrets in an append-only, hash-linked,
+provable ledger on PostgreSQL. Every change and every read of a value is an
+event in that ledger.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		newServerCmd(),
+		newMigrateCmd(),
+		newLedgerCmd(),
+		newBenchCmd(),
+		newDevDBCmd(),
+	)
+	for _, c := range root.Commands() {
+		c.Args = wrapArgs(c.Args)
+	}
+	return root
+}
+
+// wrapArgs turns argument validation failures into usage errors.
+func wrapArgs(v cobra.PositionalArgs) cobra.PositionalArgs {
+	if v == nil {
+		v = cobra.NoArgs
+	}
+	return func(cmd *cobra.Command, args []string) error {
+		if err := v(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}

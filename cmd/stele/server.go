@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/spf13/cobra"
+
+	"stele.dev/stele/api"
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/checkpoint"
+	"stele.dev/stele/eventstore/postgres"
+)
+
+// Server is a running Stele server: database, ledger, checkpointer and
+// HTTP. Tests start one on 127.0.0.1:0.
+type Server struct {
+	Addr   string // the address it listens on, once started
+	Store  *postgres.Store
+	Signer *checkpoint.Signer
+	Logger *slog.Logger
+
+	pool   *pgxpool.Pool
+	http   *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// ServerConfig is what StartServer needs.
+type ServerConfig struct {
+	DB                 dbFlags
+	Keys               keyFlags
+	Listen             string
+	CheckpointInterval time.Duration
+	Logger             *slog.Logger
+}
+
+// StartServer connects to the database, migrates it, opens the ledger,
+// loads or creates the signing key, starts the checkpointer and serves
+// HTTP on cfg.Listen. Stop shuts it all down.
+func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
+	logger := cfg.Logger
+	store, pool, err := cfg.DB.openStore(ctx, logger, 32)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Server, error) {
+		store.Close()
+		pool.Close()
+		return nil, err
+	}
+	signer, source, err := loadSigner(ctx, store, &cfg.Keys, cfg.DB.dev, true, logger)
+	if err != nil {
+		return fail(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fail(fmt.Errorf("listen on %s: %w", cfg.Listen, err))
+	}
+	s := &Server{Addr: ln.Addr().String(), Store: store, Signer: signer, Logger: logger, pool: pool, ln: ln}
+	s.http = &http.Server{
+		Handler:           api.NewRouter(api.Config{Ready: s, Logger: logger}),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	cp := &checkpoint.Checkpointer{Store: store, Signer: signer, StateFile: checkpointStateFile(&cfg.Keys, cfg.DB.dev), Logger: logger}
+	s.wg.Add(2)
+	go func() { defer s.wg.Done(); cp.Run(bg, cfg.CheckpointInterval) }()
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server stopped", "err", err)
+		}
+	}()
+	logger.Info("stele server listening", "addr", s.Addr, "log_origin", signer.Origin(), "signing_key", source,
+		"checkpoint_interval", cfg.CheckpointInterval.String())
+	return s, nil
+}
+
+// Ready implements api.Readiness.
+func (s *Server) Ready(ctx context.Context) (api.LedgerStatus, error) {
+	h, err := s.Store.Head(ctx)
+	if err != nil {
+		return api.LedgerStatus{}, err
+	}
+	st := api.LedgerStatus{Head: h.Position, HeadHash: h.Hash.String()}
+	cp, err := s.Store.LatestCheckpoint(ctx)
+	switch {
+	case err == nil:
+		st.LastCheckpoint = cp.Size
+	case !errors.Is(err, eventstore.ErrNotFound):
+		return st, err
+	}
+	return st, nil
+}
+
+// Stop shuts the server down gracefully, waiting up to timeout for
+// requests in flight.
+func (s *Server) Stop(timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	err := s.http.Shutdown(ctx)
+	s.cancel()
+	s.wg.Wait()
+	s.Store.Close()
+	s.pool.Close()
+	return err
+}
+
+func newServerCmd() *cobra.Command {
+	var cfg ServerConfig
+	var logFormat, logLevel string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the Stele server",
+		Long: `Run the Stele server: it connects to PostgreSQL, applies the schema
+migrations, opens the ledger, creates the checkpoint signing key on first
+start (in the data folder, mode 0600), signs checkpoints on a cadence and
+serves HTTP (/healthz, /readyz).`,
+		Example: `  stele server --dev                      # local development: private PostgreSQL, .stele/data
+  DATABASE_URL=postgres://… stele server --listen :8080 --data-dir /var/lib/stele`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger, err := newLogger(logFormat, logLevel)
+			if err != nil {
+				return err
+			}
+			cfg.Logger = logger
+			if cfg.CheckpointInterval < time.Second {
+				return usageError{fmt.Errorf("--checkpoint-interval %s: use at least 1s", cfg.CheckpointInterval)}
+			}
+			if v := os.Getenv("STELE_LISTEN"); v != "" && !cmd.Flags().Changed("listen") {
+				cfg.Listen = v
+			}
+			ctx := cmd.Context()
+			s, err := StartServer(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			printBanner(cmd, s)
+			<-ctx.Done()
+			logger.Info("shutting down")
+			return s.Stop(15 * time.Second)
+		},
+	}
+	cfg.DB.register(cmd.Flags())
+	cfg.Keys.register(cmd.Flags())
+	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on (default $STELE_LISTEN or 127.0.0.1:8080)")
+	cmd.Flags().DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 30*time.Second, "how often to sign a checkpoint while the ledger grows")
+	addLogFlags(cmd, &logFormat, &logLevel)
+	return cmd
+}
+
+func printBanner(cmd *cobra.Command, s *Server) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, `
+Stele is running.
+  server          http://%[1]s   (health: /healthz, readiness: /readyz)
+  ledger key      %[2]s
+  verify          stele ledger verify --dev --key '%[2]s'
+  sign-in         not yet: OpenID Connect sign-in and the /v1 API arrive with the API work
+Press Ctrl-C to stop.
+
+`, s.Addr, s.Signer.Verifier().String())
+}
