@@ -18,7 +18,10 @@ import (
 
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
+	"stele.dev/stele/eventstore/export"
+	"stele.dev/stele/eventstore/memstore"
 	"stele.dev/stele/eventstore/merkle"
+	"stele.dev/stele/eventstore/verify"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vectors.json from the code")
@@ -309,5 +312,58 @@ func TestDocsQuoteVectors(t *testing.T) {
 		if !strings.Contains(string(doc), line) {
 			t.Errorf("docs/ledger-format.md does not quote the checkpoint line %q", line)
 		}
+	}
+}
+
+// TestExampleExport keeps testdata/example.export: the vector events and
+// checkpoint as an export file, for independent verifiers.
+func TestExampleExport(t *testing.T) {
+	recs := vectorRecords()
+	i := 0
+	st := memstore.New(func() time.Time { return recs[min(i, len(recs)-1)].RecordedAt })
+	for ; i < len(recs); i++ {
+		r := recs[i]
+		if _, err := st.Append(t.Context(), r.StreamID, eventstore.Any, eventstore.Event{ID: r.ID, Type: r.Type, Data: r.Data, Metadata: r.Metadata}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, _ := st.ReadAll(t.Context(), 1, 0)
+	for j := range stored {
+		if stored[j].Hash != recs[j].Hash {
+			t.Fatalf("event %d hashes differently in the store", j+1)
+		}
+	}
+	signer, vkey := vectorSigner(t)
+	var f merkle.Frontier
+	for _, r := range recs {
+		f.Append(nil, r.Hash)
+	}
+	note, err := signer.Sign(3, f.Root())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.AddCheckpoint(t.Context(), eventstore.Checkpoint{Size: 3, Root: f.Root(), Note: note, CreatedAt: recs[2].RecordedAt}); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	meta := export.Meta{Origin: signer.Origin(), VerifierKey: vkey, ExportedAt: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	if _, err := export.Write(t.Context(), &buf, st, meta); err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		if err := os.WriteFile("testdata/example.export", buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile("testdata/example.export")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, buf.Bytes()) {
+		t.Fatal("testdata/example.export differs from what the code writes (run with -update if the change is intended)")
+	}
+	key, _ := checkpoint.NewVerifier(vkey)
+	if _, rep, err := export.Verify(bytes.NewReader(got), verify.Options{Key: key}); err != nil || rep.Events != 3 {
+		t.Fatalf("example export: %+v %v", rep, err)
 	}
 }

@@ -79,6 +79,8 @@ event in that ledger.`,
 		newLedgerCmd(),
 		newBenchCmd(),
 		newDevDBCmd(),
+		newVersionCmd(),
+		newHealthcheckCmd(),
 	)
 	for _, c := range root.Commands() {
 		c.Args = wrapArgs(c.Args)

@@ -147,7 +147,7 @@ serves HTTP (/healthz, /readyz).`,
 			if err != nil {
 				return err
 			}
-			printBanner(cmd, s)
+			printBanner(cmd, s, cfg.DB.dev)
 			<-ctx.Done()
 			logger.Info("shutting down")
 			return s.Stop(15 * time.Second)
@@ -161,15 +161,18 @@ serves HTTP (/healthz, /readyz).`,
 	return cmd
 }
 
-func printBanner(cmd *cobra.Command, s *Server) {
-	w := cmd.OutOrStdout()
-	fmt.Fprintf(w, `
+func printBanner(cmd *cobra.Command, s *Server, dev bool) {
+	dbFlag := "--database-url \"$DATABASE_URL\""
+	if dev {
+		dbFlag = "--dev"
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), `
 Stele is running.
   server          http://%[1]s   (health: /healthz, readiness: /readyz)
   ledger key      %[2]s
-  verify          stele ledger verify --dev --key '%[2]s'
-  sign-in         not yet: OpenID Connect sign-in and the /v1 API arrive with the API work
+  verify          stele ledger verify %[3]s --key '%[2]s'
+  sign-in         not available yet: OpenID Connect sign-in and the /v1 API come with the API
 Press Ctrl-C to stop.
 
-`, s.Addr, s.Signer.Verifier().String())
+`, s.Addr, s.Signer.Verifier().String(), dbFlag)
 }
