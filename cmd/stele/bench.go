@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"os"
 	"runtime"
@@ -55,6 +54,9 @@ type ledgerBench struct {
 	VerifyRatioToSHA256 float64 `json:"verify_mem_ratio_to_sha256,omitempty"`
 	GOMAXPROCS          int     `json:"gomaxprocs"`
 	Schema              string  `json:"schema,omitempty"`
+	// Runs is how many measurements the figures are the medians of.
+	Runs             int       `json:"runs"`
+	EventsPerSecRuns []float64 `json:"events_per_sec_runs,omitempty"`
 }
 
 func newBenchLedgerCmd() *cobra.Command {
@@ -62,6 +64,7 @@ func newBenchLedgerCmd() *cobra.Command {
 	var events, concurrency, size int
 	var baseline, verifyToo, keep bool
 	var cpuProfile string
+	var runs int
 	cmd := &cobra.Command{
 		Use:   "ledger",
 		Short: "Append synthetic events from concurrent appenders and report throughput and latency",
@@ -81,85 +84,24 @@ appended log from the database, in memory, and times raw SHA-256 over the
 same canonical bytes.`,
 		Example: `  stele bench ledger --dev --events 20000 --concurrency 64 --baseline --verify`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if events < 1 || concurrency < 1 || size < 200 || size > eventstore.MaxDataSize {
-				return usageError{errors.New("--events and --concurrency must be at least 1, --size between 200 and 262144")}
+			if events < 1 || concurrency < 1 || size < 200 || size > eventstore.MaxDataSize || runs < 1 {
+				return usageError{errors.New("--events, --concurrency and --runs must be at least 1, --size between 200 and 262144")}
 			}
 			ctx := cmd.Context()
-			logger := quietLogger()
-			if os.Getenv("STELE_BENCH_DEBUG") != "" {
-				logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-			}
-			admin, err := db.connect(ctx, logger, 2)
+			admin, err := db.connect(ctx, quietLogger(), 2)
 			if err != nil {
 				return err
 			}
 			defer admin.Close()
-			schema := "stele_bench_" + randomHex(4)
-			if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-				return err
-			}
-			if !keep {
-				defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-			}
-			cfg := admin.Config().Copy()
-			cfg.ConnConfig.RuntimeParams["search_path"] = schema
-			cfg.MaxConns = 8
-			pool, err := pgxpool.NewWithConfig(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer pool.Close()
-			if err := postgres.Migrate(ctx, pool); err != nil {
-				return err
-			}
-			store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
+			var all []ledgerBench
+			for range runs {
+				res, err := benchLedgerOnce(ctx, admin, benchOptions{events, concurrency, size, baseline, verifyToo, keep, cpuProfile})
 				if err != nil {
 					return err
 				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
+				all = append(all, res)
 			}
-			res, err := benchAppend(ctx, store, events, concurrency, size)
-			if cpuProfile != "" {
-				pprof.StopCPUProfile()
-			}
-			if err != nil {
-				return err
-			}
-			res.GOMAXPROCS = runtime.GOMAXPROCS(0)
-			if keep {
-				res.Schema = schema
-			}
-			if baseline {
-				rate, err := benchCopy(ctx, pool, events, size)
-				if err != nil {
-					return err
-				}
-				res.CopyEventsPerSec = round(rate)
-				res.RatioToCopy = math.Round(res.EventsPerSec/rate*1000) / 1000
-			}
-			if verifyToo {
-				rep, err := verify.Store(ctx, store, verify.Options{})
-				if err != nil {
-					return err
-				}
-				res.VerifyEventsPerSec = round(rep.EventsPerSecond())
-				recs, err := readAllRecords(ctx, store)
-				if err != nil {
-					return err
-				}
-				res.SHA256EventsPerSec, res.VerifyMemEventsPerS = benchVerifyMem(recs)
-				res.VerifyRatioToSHA256 = math.Round(res.VerifyMemEventsPerS/res.SHA256EventsPerSec*1000) / 1000
-			}
+			res := medianBench(all)
 			return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 		},
 	}
@@ -171,10 +113,127 @@ same canonical bytes.`,
 	cmd.Flags().BoolVar(&verifyToo, "verify", false, "also measure verification against raw SHA-256")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the scratch schema")
 	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the append phase to this file")
+	cmd.Flags().IntVar(&runs, "runs", 1, "repeat the whole measurement this many times, each in a fresh schema, and report the median of each figure")
 	return cmd
 }
 
 func round(f float64) float64 { return math.Round(f) }
+
+type benchOptions struct {
+	events, concurrency, size int
+	baseline, verify, keep    bool
+	cpuProfile                string
+}
+
+// benchLedgerOnce runs one measurement in a fresh scratch schema.
+func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (ledgerBench, error) {
+	logger := quietLogger()
+	schema := "stele_bench_" + randomHex(4)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return ledgerBench{}, err
+	}
+	if !o.keep {
+		defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+	}
+	cfg := admin.Config().Copy()
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return ledgerBench{}, err
+	}
+	defer pool.Close()
+	if err := postgres.Migrate(ctx, pool); err != nil {
+		return ledgerBench{}, err
+	}
+	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
+	if err != nil {
+		return ledgerBench{}, err
+	}
+	defer store.Close()
+
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return ledgerBench{}, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return ledgerBench{}, err
+		}
+	}
+	res, err := benchAppend(ctx, store, o.events, o.concurrency, o.size)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
+		return res, err
+	}
+	res.GOMAXPROCS = runtime.GOMAXPROCS(0)
+	res.Runs = 1
+	if o.keep {
+		res.Schema = schema
+	}
+	if o.baseline {
+		rate, err := benchCopy(ctx, pool, o.events, o.size)
+		if err != nil {
+			return res, err
+		}
+		res.CopyEventsPerSec = round(rate)
+		res.RatioToCopy = math.Round(res.EventsPerSec/rate*1000) / 1000
+	}
+	if o.verify {
+		rep, err := verify.Store(ctx, store, verify.Options{})
+		if err != nil {
+			return res, err
+		}
+		res.VerifyEventsPerSec = round(rep.EventsPerSecond())
+		recs, err := readAllRecords(ctx, store)
+		if err != nil {
+			return res, err
+		}
+		res.SHA256EventsPerSec, res.VerifyMemEventsPerS = benchVerifyMem(recs)
+		res.VerifyRatioToSHA256 = math.Round(res.VerifyMemEventsPerS/res.SHA256EventsPerSec*1000) / 1000
+	}
+	return res, nil
+}
+
+// medianBench returns the median of each figure over the runs (ratios
+// are the medians of the per-run ratios, each measured within one run).
+func medianBench(all []ledgerBench) ledgerBench {
+	if len(all) == 1 {
+		return all[0]
+	}
+	med := func(get func(ledgerBench) float64) float64 {
+		v := make([]float64, len(all))
+		for i, r := range all {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := all[0]
+	out.Runs = len(all)
+	out.Schema = ""
+	out.Seconds = med(func(r ledgerBench) float64 { return r.Seconds })
+	out.EventsPerSec = med(func(r ledgerBench) float64 { return r.EventsPerSec })
+	out.P50ms = med(func(r ledgerBench) float64 { return r.P50ms })
+	out.P99ms = med(func(r ledgerBench) float64 { return r.P99ms })
+	out.MaxMs = med(func(r ledgerBench) float64 { return r.MaxMs })
+	out.CopyEventsPerSec = med(func(r ledgerBench) float64 { return r.CopyEventsPerSec })
+	out.RatioToCopy = med(func(r ledgerBench) float64 { return r.RatioToCopy })
+	out.VerifyEventsPerSec = med(func(r ledgerBench) float64 { return r.VerifyEventsPerSec })
+	out.VerifyMemEventsPerS = med(func(r ledgerBench) float64 { return r.VerifyMemEventsPerS })
+	out.SHA256EventsPerSec = med(func(r ledgerBench) float64 { return r.SHA256EventsPerSec })
+	out.VerifyRatioToSHA256 = med(func(r ledgerBench) float64 { return r.VerifyRatioToSHA256 })
+	for _, r := range all {
+		out.EventsPerSecRuns = append(out.EventsPerSecRuns, r.EventsPerSec)
+	}
+	return out
+}
 
 // benchEvent makes a synthetic event whose canonical encoding is about
 // size bytes.
