@@ -299,7 +299,7 @@ def verify_checkpoint(note, key):
     body, sigblock = note[:split + 1], note[split + 2:]
     if not sigblock:
         raise ValueError("note has no signature lines")
-    found = None
+    found = []
     for line in sigblock.decode("utf-8").split("\n")[:-1]:
         if not line.startswith("\u2014 "):
             raise ValueError("malformed signature line")
@@ -310,20 +310,22 @@ def verify_checkpoint(note, key):
             raise ValueError("malformed signature line")
         if not valid_key_name(sname) or len(sig) < 5:
             raise ValueError("malformed signature line")
-        if found is None and sname == name and sig[:4] == khash:
-            found = sig[4:]                    # first line for our key is the one checked
-    if found is None:
+        if sname == name and sig[:4] == khash:
+            found.append(sig[4:])              # every line for our key must verify (§5)
+    if not found:
         raise ValueError("no signature by %s+%s" % (name, khash.hex()))
-    try:
-        if len(found) != 64:
-            raise InvalidSignature()
-        pub.verify(found, body)
-    except InvalidSignature:
-        raise ValueError("invalid signature")
-    # C2SP tlog-checkpoint body, exactly three lines (§5).
+    for sig in found:
+        try:
+            if len(sig) != 64:
+                raise InvalidSignature()
+            pub.verify(sig, body)
+        except InvalidSignature:
+            raise ValueError("invalid signature")
+    # C2SP tlog-checkpoint body: origin, size and root lines, then any
+    # non-empty extension lines, which are signed and otherwise ignored (§5).
     lines = body.decode("utf-8").split("\n")
-    if len(lines) != 4 or lines[3] != "":
-        raise ValueError("checkpoint body is not exactly origin, size and root lines")
+    if len(lines) < 4 or lines[-1] != "" or any(l == "" for l in lines[3:-1]):
+        raise ValueError("checkpoint body is not origin, size and root lines plus extension lines")
     origin, size_s, root_b64 = lines[:3]
     if origin != name:
         raise ValueError("origin %r differs from key name %r" % (origin, name))

@@ -224,7 +224,10 @@ func Verify(r io.Reader, opts verify.Options) (Meta, verify.Report, error) {
 			if it.raw == nil {
 				size, root, err := openCheckpoint(opts, it.checkpoint)
 				if err != nil {
-					return &verify.Error{Reason: fmt.Sprintf("checkpoint after position %d: %v", v.Size(), err)}
+					return &verify.Error{Position: v.Size(), Reason: fmt.Sprintf("checkpoint after position %d: %v", v.Size(), err)}
+				}
+				if checkpoints > 0 && size <= lastCheckpoint {
+					return &verify.Error{Position: v.Size(), Reason: fmt.Sprintf("checkpoint of size %d after one of size %d: checkpoints must grow", size, lastCheckpoint)}
 				}
 				if err := v.Checkpoint(it.checkpoint, size, root); err != nil {
 					return err

@@ -219,6 +219,11 @@ func TestExportTampering(t *testing.T) {
 			fs[len(fs)-2].payload = note
 			return fs
 		}, want: "signature"},
+		{name: "repeat a checkpoint", mutate: func(fs []frame) []frame {
+			i := eventFrame(fs, 20) + 1 // the checkpoint at 20
+			fs = append(fs[:i+1], append([]frame{fs[i]}, fs[i+1:]...)...)
+			return fixEnd(fs)
+		}, wantPos: 20, want: "must grow"},
 		{name: "cut the tail back to an earlier checkpoint (caught by a trusted checkpoint)", mutate: func(fs []frame) []frame {
 			i := eventFrame(fs, 21)
 			return fixEnd(append(fs[:i], frame{kind: export.KindEnd}))

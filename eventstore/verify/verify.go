@@ -19,8 +19,9 @@ import (
 var ErrFailed = errors.New("ledger verification failed")
 
 // Error names the first position at which verification failed, and why.
-// Position 0 means the failure is not about one event (a checkpoint, the
-// head, or the log's end).
+// A checkpoint failure is reported at the number of events checked before
+// it; Position 0 means the failure is not about one event (the head, the
+// log's end, or a checkpoint of size 0).
 type Error struct {
 	Position uint64 `json:"position"`
 	Reason   string `json:"reason"`
@@ -179,20 +180,21 @@ func (v *Verifier) Record(r *eventstore.Record, computed eventstore.Hash, tree [
 // Checkpoint checks a stored checkpoint. It must be given once every
 // record up to its size has been given, and before any later record.
 func (v *Verifier) Checkpoint(note []byte, size uint64, root eventstore.Hash) error {
-	if size != v.frontier.Size() {
-		return fail(0, "checkpoint of size %d checked at size %d (checkpoints out of order)", size, v.frontier.Size())
+	at := v.frontier.Size()
+	if size != at {
+		return fail(at, "checkpoint of size %d found after position %d (checkpoints out of place)", size, at)
 	}
 	if v.opts.Key != nil {
 		nsize, nroot, err := v.opts.Key.Open(note)
 		if err != nil {
-			return fail(0, "checkpoint at size %d: %v", size, err)
+			return fail(at, "checkpoint at size %d: %v", size, err)
 		}
 		if nsize != size || nroot != root {
-			return fail(0, "checkpoint at size %d: its signed note says size %d root %s", size, nsize, short(nroot))
+			return fail(at, "checkpoint at size %d: its signed note says size %d root %s", size, nsize, short(nroot))
 		}
 	}
 	if got := v.frontier.Root(); got != root {
-		return fail(0, "checkpoint at size %d commits to root %s, but the events give %s (history was rewritten)", size, short(root), short(got))
+		return fail(at, "checkpoint at size %d commits to root %s, but the events give %s (history was rewritten)", size, short(root), short(got))
 	}
 	v.report.Checkpoints++
 	v.report.LastCheckpoint = size
