@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -44,10 +47,45 @@ func (f *dbFlags) resolve(ctx context.Context, logger *slog.Logger) (string, err
 	if err != nil {
 		return "", err
 	}
-	return pglocal.Ensure(ctx, dir, pglocal.Options{
+	admin, err := pglocal.Ensure(ctx, dir, pglocal.Options{
 		Install: true,
 		Logf:    func(format string, args ...any) { logger.Info(fmt.Sprintf(format, args...)) },
 	})
+	if err != nil {
+		return "", err
+	}
+	return devDatabase(ctx, admin)
+}
+
+// devDatabaseName is the database that --dev uses in the private cluster;
+// tests make databases of their own there.
+const devDatabaseName = "stele"
+
+// devDatabase creates the development database if needed and returns its URL.
+func devDatabase(ctx context.Context, adminURL string) (string, error) {
+	conn, err := pgx.Connect(ctx, adminURL)
+	if err != nil {
+		return "", fmt.Errorf("local PostgreSQL: %v", redactErr(err))
+	}
+	defer conn.Close(ctx)
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)`, devDatabaseName).Scan(&exists); err != nil {
+		return "", err
+	}
+	if !exists {
+		if _, err := conn.Exec(ctx, `CREATE DATABASE `+devDatabaseName); err != nil {
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42P04" { // created meanwhile by another process
+				return "", err
+			}
+		}
+	}
+	u, err := url.Parse(adminURL)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + devDatabaseName
+	return u.String(), nil
 }
 
 // connect opens a pool on the resolved database.
@@ -91,6 +129,16 @@ func (f *dbFlags) openStore(ctx context.Context, logger *slog.Logger, maxConns i
 		return nil, nil, err
 	}
 	return store, pool, nil
+}
+
+// open is openStore for commands: it returns one function that closes
+// the store and the pool.
+func (f *dbFlags) open(ctx context.Context, logger *slog.Logger, maxConns int32) (*postgres.Store, func(), error) {
+	store, pool, err := f.openStore(ctx, logger, maxConns)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, func() { store.Close(); pool.Close() }, nil
 }
 
 // redactURL hides a password in a connection URL.

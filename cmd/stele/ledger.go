@@ -109,12 +109,11 @@ func newLedgerHeadCmd() *cobra.Command {
 		Short: "Print the ledger's head and latest checkpoint",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			store, pool, err := db.openStore(ctx, quietLogger(), 4)
+			store, closeStore, err := db.open(ctx, quietLogger(), 4)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			defer store.Close()
+			defer closeStore()
 			h, err := store.Head(ctx)
 			if err != nil {
 				return err
@@ -179,12 +178,11 @@ data folder) it is derived from the private key, needing no database.`,
 				fmt.Fprintln(cmd.OutOrStdout(), s.Verifier().String())
 				return nil
 			}
-			store, pool, err := db.openStore(ctx, quietLogger(), 2)
+			store, closeStore, err := db.open(ctx, quietLogger(), 2)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			defer store.Close()
+			defer closeStore()
 			vkey, ok, err := store.VerifierKey(ctx)
 			if err != nil {
 				return err
@@ -214,12 +212,11 @@ ledger has none yet.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			logger := quietLogger()
-			store, pool, err := db.openStore(ctx, logger, 4)
+			store, closeStore, err := db.open(ctx, logger, 4)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			defer store.Close()
+			defer closeStore()
 			signer, _, err := loadSigner(ctx, store, &k, db.dev, true, logger)
 			if err != nil {
 				return err
@@ -324,12 +321,11 @@ the reason are printed), 1 or 2 for other errors.`,
 				out.Source = file
 				_, rep, err = export.Verify(f, opts)
 			} else {
-				store, pool, oerr := db.openStore(ctx, quietLogger(), 4)
+				store, closeStore, oerr := db.open(ctx, quietLogger(), 4)
 				if oerr != nil {
 					return oerr
 				}
-				defer pool.Close()
-				defer store.Close()
+				defer closeStore()
 				if opts.Key == nil {
 					vkey, ok, kerr := store.VerifierKey(ctx)
 					if kerr != nil {
@@ -428,12 +424,11 @@ stops at the latest stored checkpoint, so that everything in it is signed.`,
 			}
 			ctx := cmd.Context()
 			logger := quietLogger()
-			store, pool, err := db.openStore(ctx, logger, 4)
+			store, closeStore, err := db.open(ctx, logger, 4)
 			if err != nil {
 				return err
 			}
-			defer pool.Close()
-			defer store.Close()
+			defer closeStore()
 			vkey, _, err := store.VerifierKey(ctx)
 			if err != nil {
 				return err

@@ -48,10 +48,17 @@ type result struct {
 // stele runs the built binary with a clean environment plus env.
 func stele(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runEnv(t, append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...), steleBin, args...)
+}
+
+// runEnv runs a command with the given environment (nil: inherit) and
+// returns its output and exit code.
+func runEnv(t *testing.T, env []string, name string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, steleBin, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -238,10 +245,10 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 		t.Fatalf("report does not say FAILED: %s", r.stdout)
 	}
 	if python, ok := pythonVerifier(t); ok {
-		if r := runCmd(t, python[0], append(python[1:], "--key", vkey, out)...); r.code != 0 {
+		if r := runEnv(t, nil, python[0], append(python[1:], "--key", vkey, out)...); r.code != 0 {
 			t.Fatalf("the independent Python verifier rejects Stele's export: %+v", r)
 		}
-		if r := runCmd(t, python[0], append(python[1:], "--key", vkey, tampered)...); r.code != 3 || !strings.Contains(r.stdout+r.stderr, "18") {
+		if r := runEnv(t, nil, python[0], append(python[1:], "--key", vkey, tampered)...); r.code != 3 || !strings.Contains(r.stdout+r.stderr, "18") {
 			t.Fatalf("the independent Python verifier accepts a tampered export: %+v", r)
 		}
 	}
@@ -275,22 +282,6 @@ func pythonVerifier(t *testing.T) ([]string, bool) {
 		return nil, false
 	}
 	return []string{"python3", script}, true
-}
-
-func runCmd(t *testing.T, name string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{out.String(), errb.String(), code}
 }
 
 func TestBadInputGetsOneLine(t *testing.T) {
