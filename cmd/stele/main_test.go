@@ -327,3 +327,15 @@ func TestBenchLedgerPrintsJSONAndCleansUp(t *testing.T) {
 		t.Fatalf("%d scratch schemas left behind", left)
 	}
 }
+
+// The independent verifier agrees with every vector in
+// eventstore/testdata/vectors.json.
+func TestIndependentVerifierSelfTest(t *testing.T) {
+	python, ok := pythonVerifier(t)
+	if !ok {
+		t.Skip("python3 with the cryptography package is not installed")
+	}
+	if r := runEnv(t, nil, python[0], append(python[1:], "--self-test")...); r.code != 0 {
+		t.Fatalf("self-test: %+v", r)
+	}
+}
