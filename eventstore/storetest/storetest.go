@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore func(t *testing.T) eventstore.Store) {
 		{"IdempotentRetry", testIdempotentRetry},
 		{"Cancellation", testCancellation},
 		{"WaitWakesUp", testWaitWakesUp},
+		{"Follow", testFollow},
 		{"BadInput", testBadInput},
 		{"MerkleTree", testMerkleTree},
 		{"Checkpoints", testCheckpoints},
@@ -473,6 +474,41 @@ func testWaitWakesUp(t *testing.T, s eventstore.Store) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Wait did not wake up after the append")
 	}
+}
+
+func testFollow(t *testing.T, s eventstore.Store) {
+	mustAppend(t, s, "s", eventstore.Any, Ev("thing.happened", "1"), Ev("thing.happened", "2"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		if _, err := s.Append(ctx, "s", eventstore.Any, Ev("thing.happened", "3")); err != nil {
+			t.Error(err)
+		}
+	}()
+	var got []string
+	for r, err := range eventstore.Follow(ctx, s, 2) {
+		if err != nil {
+			t.Fatalf("Follow: %v after %v", err, got)
+		}
+		got = append(got, string(r.Data))
+		if len(got) == 2 {
+			break
+		}
+	}
+	if strings.Join(got, ",") != "2,3" {
+		t.Fatalf("Follow from 2 gave %v, want [2 3]", got)
+	}
+	cancel()
+	for _, err := range eventstore.Follow(ctx, s, 1) {
+		if errors.Is(err, context.Canceled) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("Follow with a cancelled context: %v", err)
+		}
+	}
+	t.Fatal("Follow with a cancelled context ended without its error")
 }
 
 func testBadInput(t *testing.T, s eventstore.Store) {
