@@ -198,6 +198,41 @@ func TestTwoProcessesShareOneLog(t *testing.T) {
 	if h, _ := b.Head(t.Context()); h.Position != uint64(len(all)) {
 		t.Fatalf("head %d, log holds %d", h.Position, len(all))
 	}
+	// Interleaving processes make each other's fast path stale: the
+	// database refuses it and the slow path redoes the batch.
+	sa, sb := a.Stats(), b.Stats()
+	if sa.Refused+sb.Refused == 0 || sa.SlowBatches == 0 || sb.SlowBatches == 0 {
+		t.Errorf("no fast-path refusals between two processes: %+v %+v", sa, sb)
+	}
+	if sa.Events+sb.Events != uint64(len(all)) {
+		t.Errorf("stats count %d events, the log holds %d", sa.Events+sb.Events, len(all))
+	}
+}
+
+// One process appending alone commits all but its first batch in one round trip.
+func TestFastPathIsTheCommonCase(t *testing.T) {
+	s, _ := newStore(t)
+	for i := range 50 {
+		if _, err := s.Append(t.Context(), "s", eventstore.Exactly(uint64(i)), storetest.Ev("thing.happened", "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	if st.SlowBatches != 1 || st.FastBatches != 49 || st.Refused != 0 || st.Events != 50 {
+		t.Fatalf("stats %+v: want 1 slow batch, then 49 fast ones", st)
+	}
+	// A retry of a stored append goes the slow way and writes nothing.
+	ev := storetest.Ev("thing.happened", "y")
+	if _, err := s.Append(t.Context(), "s", eventstore.Any, ev); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Append(t.Context(), "s", eventstore.Any, ev)
+	if err != nil || !res.Replayed || res.LastPosition != 51 {
+		t.Fatalf("retry = %+v, %v", res, err)
+	}
+	if st := s.Stats(); st.Refused != 1 || st.Events != 51 {
+		t.Fatalf("stats after a retry %+v: want one refusal (the stored event id) and no new event", st)
+	}
 }
 
 func readAll(s eventstore.Store) ([]eventstore.Record, error) {

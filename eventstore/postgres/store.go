@@ -63,7 +63,13 @@ type Store struct {
 	known   eventstore.Head
 	changed chan struct{}
 
-	// Writer state, touched only by the writer goroutine.
+	// The writer's view of the ledger after its last batch: head, Merkle
+	// frontier and the versions of streams it has touched. Valid
+	// (frontier != nil) only while no other writer has appended since; any
+	// refusal by the database clears it and the slow path reloads it under
+	// the head lock. Touched only by the writer goroutine.
+	stats struct{ fast, slow, refused, events atomic.Uint64 }
+
 	cacheHead   eventstore.Head
 	frontier    *merkle.Frontier
 	streamCache map[string]uint64 // versions as of cacheHead
@@ -148,6 +154,29 @@ func (s *Store) Close() error {
 	close(s.closing)
 	s.wg.Wait()
 	return nil
+}
+
+// Stats counts what the writer has done since Open.
+type Stats struct {
+	// FastBatches committed in one round trip; SlowBatches went through
+	// the head lock first (the first batch, after another process
+	// appended, for retries and conflicts).
+	FastBatches, SlowBatches uint64
+	// Refused counts fast-path attempts the database refused (and the
+	// slow path then redid).
+	Refused uint64
+	// Events appended.
+	Events uint64
+}
+
+// Stats returns the writer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{
+		FastBatches: s.stats.fast.Load(),
+		SlowBatches: s.stats.slow.Load(),
+		Refused:     s.stats.refused.Load(),
+		Events:      s.stats.events.Load(),
+	}
 }
 
 // observe records a head seen by this process and wakes waiters.

@@ -174,13 +174,8 @@ type plan struct {
 	versions map[string]uint64
 }
 
-// The writer's view of the ledger after every batch it has sent: the head,
-// the Merkle frontier and the versions of the streams it has touched. It
-// is valid (frontier != nil) only while this writer is the only one
-// appending; any refusal by the database resets it, and the slow path
-// reloads it under the head lock.
-
-// maxCachedStreams bounds the writer's stream version cache.
+// maxCachedStreams bounds the writer's stream version cache; past it the
+// cache starts again empty.
 const maxCachedStreams = 200_000
 
 // commitFast decides batch on top of the writer's view and writes it in
@@ -238,6 +233,7 @@ func (s *Store) commitFast(batch []*appendReq) bool {
 		s.cacheHead, s.frontier, s.streamCache = eventstore.Head{}, nil, nil
 		err = s.classify(conn, err)
 		if errors.Is(err, errRefused) {
+			s.stats.refused.Add(1)
 			s.log.Debug("ledger fast path refused; redoing the batch under the head lock", "err", err)
 			return false
 		}
@@ -246,6 +242,8 @@ func (s *Store) commitFast(batch []*appendReq) bool {
 		return true
 	}
 	s.remember(p)
+	s.stats.fast.Add(1)
+	s.stats.events.Add(uint64(len(p.rows.position)))
 	s.observe(p.next)
 	answer(batch, nil)
 	return true
@@ -427,13 +425,14 @@ func (s *Store) slowPath(ctx context.Context, batch []*appendReq) (eventstore.He
 		err = errors.New("transaction still open after COMMIT")
 	}
 	if err != nil {
-		err = s.classify(conn, err)
-		if errors.Is(err, errRefused) {
-			err = fmt.Errorf("postgres: append: %w", errors.Unwrap(err))
+		if cerr := s.classify(conn, err); !errors.Is(cerr, errRefused) {
+			return eventstore.Head{}, cerr
 		}
-		return eventstore.Head{}, err
+		return eventstore.Head{}, fmt.Errorf("postgres: append: %w", err)
 	}
 	s.remember(p)
+	s.stats.slow.Add(1)
+	s.stats.events.Add(uint64(len(p.rows.position)))
 	return p.next, nil
 }
 
