@@ -24,7 +24,7 @@ test:
 # its CopyFrom baseline and verification figures (see docs/benchmarks.md).
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./eventstore/...
-	for c in 1 16 64; do $(BIN) bench ledger --dev --events $(BENCH_EVENTS) --concurrency $$c --baseline --verify; done
+	for c in 1 16 64; do $(BIN) bench ledger --dev --events $(BENCH_EVENTS) --concurrency $$c --runs 5 --baseline --verify; done
 
 lint:
 	$(GO) vet ./...
