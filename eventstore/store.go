@@ -50,6 +50,10 @@ type Store interface {
 	// of at least 100.
 	ReadAll(ctx context.Context, from uint64, limit int) ([]Record, error)
 
+	// ReadByID returns the record holding event id, or an error matching
+	// ErrNotFound.
+	ReadByID(ctx context.Context, id ID) (Record, error)
+
 	// Head returns the last committed position and its hash.
 	Head(ctx context.Context) (Head, error)
 

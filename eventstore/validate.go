@@ -8,7 +8,7 @@ import (
 // them with an error matching ErrInvalid, writing nothing.
 const (
 	// MaxStreamIDLen is the longest stream id, in bytes.
-	MaxStreamIDLen = 200
+	MaxStreamIDLen = 400
 	// MaxTypeLen is the longest event type name, in bytes.
 	MaxTypeLen = 100
 	// MaxMetadataLen is the longest value of one metadata field, in bytes.

@@ -54,11 +54,10 @@ STRING_FIELDS = ("stream_id", "type", "actor", "tenant", "request_id",
 METADATA_FIELDS = STRING_FIELDS[2:8]
 MAX_META, MAX_DATA = 1024, 262144                           # §1 limits
 STREAM_ID_RE = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:/-]*\Z")
-# §1 only says "two or more dot-separated lowercase segments"; it does not
-# define the segment alphabet, so [a-z0-9_] is a guess.
-TYPE_RE = re.compile(rb"[a-z0-9_]+(\.[a-z0-9_]+)+\Z")
+# §1: two or more segments joined by '.', each a-z then a-z, 0-9 or _.
+TYPE_RE = re.compile(rb"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+\Z")
 MAX_CANONICAL = (len(EVENT_TAG) + 32 + 8 + 8 + 8 + 16 + 9 * 4
-                 + 200 + 100 + 6 * MAX_META + MAX_DATA)
+                 + 400 + 100 + 6 * MAX_META + MAX_DATA)
 
 
 def parse_canonical(c):
@@ -90,7 +89,7 @@ def parse_canonical(c):
 def check_field_rules(ev):
     """§1: per-field types and rules that can be checked on one event."""
     sid, typ = ev["stream_id"], ev["type"]
-    if not 1 <= len(sid) <= 200 or not STREAM_ID_RE.match(sid):
+    if not 1 <= len(sid) <= 400 or not STREAM_ID_RE.match(sid):
         raise ValueError("invalid stream_id %r" % sid)
     if len(typ) > 100 or not TYPE_RE.match(typ):
         raise ValueError("invalid type %r" % typ)

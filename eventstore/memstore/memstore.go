@@ -166,6 +166,20 @@ func clone(r eventstore.Record) eventstore.Record {
 	return r
 }
 
+// ReadByID implements eventstore.Store.
+func (s *Store) ReadByID(ctx context.Context, id eventstore.ID) (eventstore.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return eventstore.Record{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pos, ok := s.ids[id]
+	if !ok {
+		return eventstore.Record{}, eventstore.ErrNotFound
+	}
+	return clone(s.records[pos-1]), nil
+}
+
 // Head implements eventstore.Store.
 func (s *Store) Head(ctx context.Context) (eventstore.Head, error) {
 	if err := ctx.Err(); err != nil {

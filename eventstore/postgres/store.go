@@ -270,6 +270,19 @@ func (s *Store) ReadAll(ctx context.Context, from uint64, limit int) ([]eventsto
 	return recs, nil
 }
 
+// ReadByID implements eventstore.Store.
+func (s *Store) ReadByID(ctx context.Context, id eventstore.ID) (eventstore.Record, error) {
+	var r eventstore.Record
+	err := scanRecord(s.pool.QueryRow(ctx, `SELECT `+recordColumns+` FROM ledger_events WHERE event_id = $1`, [16]byte(id)), &r)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, eventstore.ErrNotFound
+	}
+	if err != nil {
+		return r, fmt.Errorf("postgres: read by id: %w", err)
+	}
+	return r, nil
+}
+
 // Head implements eventstore.Store.
 func (s *Store) Head(ctx context.Context) (eventstore.Head, error) {
 	var h eventstore.Head

@@ -194,12 +194,20 @@ func testReadStream(t *testing.T, s eventstore.Store) {
 	if recs[0].Position != 5 || recs[1].Position != 7 {
 		t.Fatalf("positions %d, %d, want 5, 7", recs[0].Position, recs[1].Position)
 	}
+	fourth := recs[1]
 	recs, err = s.ReadStream(ctxT(t), "s", 6, 0)
 	if err != nil || len(recs) != 0 {
 		t.Fatalf("ReadStream past the end = %v, %v; want no records", summary(recs), err)
 	}
 	if _, err := s.ReadStream(ctxT(t), "nope", 1, 0); !errors.Is(err, eventstore.ErrStreamNotFound) {
 		t.Fatalf("ReadStream of a missing stream: %v, want ErrStreamNotFound", err)
+	}
+	r, err := s.ReadByID(ctxT(t), fourth.ID)
+	if err != nil || r.Position != 7 || r.StreamVersion != 4 || r.Hash != fourth.Hash {
+		t.Fatalf("ReadByID = %+v, %v; want position 7", r, err)
+	}
+	if _, err := s.ReadByID(ctxT(t), eventstore.NewID()); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Fatalf("ReadByID of an unknown id: %v, want ErrNotFound", err)
 	}
 }
 
