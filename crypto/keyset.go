@@ -288,9 +288,9 @@ func KeyIDOf(ciphertext []byte) (KeyID, error) {
 
 // Wrap encrypts the keyset, material included, with kek, binding it to
 // associatedData (KeysetAD), and returns the bytes to store: a Tink
-// EncryptedKeyset in its binary (protobuf) form. The key IDs and statuses
-// are also in it in clear, the key material is not. Wrapping the same
-// keyset twice gives different bytes (the KEK's nonces are random).
+// EncryptedKeyset in its binary (protobuf) form, whose one field is the
+// KEK's ciphertext of the serialized keyset. Wrapping the same keyset twice
+// gives different bytes (the KEK's nonces are random).
 func (k *Keyset) Wrap(kek KEK, associatedData []byte) ([]byte, error) {
 	rec := &recordingAEAD{AEAD: kek}
 	var buf bytes.Buffer

@@ -208,7 +208,12 @@ func (a *Approval) Handle(who Principal, cmd any) ([]Event, error) {
 		if err := a.open(c.Now); err != nil {
 			return nil, err
 		}
-		if err := who.require(PermApprove); err != nil {
+		if a.req.Kind == ApprovalLogin {
+			// Signing a CLI in needs a signed-in person, who becomes its user.
+			if who.Actor.Kind != ActorUser {
+				return nil, &ForbiddenError{Actor: who.Actor, Permission: PermApprove, Reason: "only a signed-in person can approve a sign-in"}
+			}
+		} else if err := who.require(PermApprove); err != nil {
 			return nil, err
 		}
 		if who.Actor.String() == a.req.Requester && !a.req.SelfApproval {

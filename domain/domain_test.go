@@ -181,11 +181,11 @@ func TestOrganizationAccess(t *testing.T) {
 		{eve, "", "", t0, RoleViewer},
 		{eve, "web", "prod", t0, RoleDeveloper}, // project grant lifts the org role
 		{eve, "api", "", t0, RoleViewer},
-		{bob, "", "", t0, RoleNone},          // not a member
+		{bob, "", "", t0, RoleNone}, // not a member
 		{ci, "web", "staging", t0, RoleDeveloper},
-		{ci, "web", "production", t0, RoleNone}, // outside its environments
-		{ci, "api", "staging", t0, RoleNone},    // outside its project
-		{ci, "web", "staging", t0.Add(time.Hour), RoleNone}, // expired
+		{ci, "web", "production", t0, RoleNone},                    // outside its environments
+		{ci, "api", "staging", t0, RoleNone},                       // outside its project
+		{ci, "web", "staging", t0.Add(time.Hour), RoleNone},        // expired
 		{Actor{Kind: ActorToken, ID: "old"}, "", "", t0, RoleNone}, // revoked
 		{Actor{Kind: ActorToken, ID: "nope"}, "", "", t0, RoleNone},
 		{Actor{Kind: ActorSystem, ID: "resealer"}, "web", "prod", t0, RoleOwner},
@@ -376,6 +376,10 @@ func TestApproval(t *testing.T) {
 		{name: "unless the policy allows it", given: []Event{func() Event { r := requested[0].(ApprovalRequested); r.SelfApproval = true; return r }()},
 			who: requester, when: Approve{Keys: []string{"DB_URL"}, Now: t0}, then: []Event{ApprovalGranted{By: "user:eve", Keys: []string{"DB_URL"}}}},
 		{name: "a viewer cannot approve", given: requested, who: view, when: Approve{Keys: []string{"DB_URL"}, Now: t0}, err: ErrForbidden},
+		{name: "a person approves a CLI sign-in", given: []Event{ApprovalRequested{ApprovalID: "l1", Kind: ApprovalLogin, PublicKey: pub, UserCode: "WXYZ", Requester: "anonymous:192.0.2.1", ExpiresAt: exp, Approvals: 1}},
+			who: Principal{Actor: ada}, when: Approve{Now: t0}, then: []Event{ApprovalGranted{By: "user:ada"}}},
+		{name: "a token cannot approve a sign-in", given: []Event{ApprovalRequested{ApprovalID: "l1", Kind: ApprovalLogin, PublicKey: pub, UserCode: "WXYZ", Requester: "anonymous:192.0.2.1", ExpiresAt: exp, Approvals: 1}},
+			who: Principal{Actor: ci, Role: RoleOwner}, when: Approve{Now: t0}, err: ErrForbidden},
 		{name: "an expired request cannot be approved", given: requested, who: dev, when: Approve{Keys: []string{"DB_URL"}, Now: exp}, err: ErrExpired},
 		{name: "required keys stay in", given: requested, who: dev, when: Approve{Keys: []string{"API_KEY"}, Now: t0}, err: ErrInvalid},
 		{name: "only requested keys", given: requested, who: dev, when: Approve{Keys: []string{"DB_URL", "OTHER"}, Now: t0}, err: ErrInvalid},

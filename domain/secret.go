@@ -376,17 +376,8 @@ func (s *Secret) Handle(who Principal, cmd any) ([]Event, error) {
 		}
 		return []Event{SecretVersionDestroyed{Version: c.Version}}, nil
 	case RollbackSecret:
-		if err := s.writable(who); err != nil {
+		if err := s.CheckRollback(who, c.To); err != nil {
 			return nil, err
-		}
-		v, ok := s.versions[c.To]
-		switch {
-		case !ok:
-			return nil, stateErr(ErrNotFound, "secret %s has no version %d", s.ref.Name, c.To)
-		case v.Destroyed:
-			return nil, stateErr(ErrDestroyed, "version %d of %s is destroyed; it cannot be rolled back to", c.To, s.ref.Name)
-		case c.To == s.current:
-			return nil, stateErr(ErrState, "version %d is already the current version of %s", c.To, s.ref.Name)
 		}
 		if err := c.Value.check(); err != nil {
 			return nil, err
@@ -440,6 +431,28 @@ func (s *Secret) Handle(who Principal, cmd any) ([]Event, error) {
 		return []Event{SecretViewed{Version: ver, Reason: c.Reason, Channel: c.Channel}}, nil
 	}
 	return nil, invalid("command", "%T is not a secret command", cmd)
+}
+
+// CheckRollback reports whether who may roll the secret back to version
+// to, before the caller goes to the trouble of resealing that version's
+// value. Handle checks the same.
+func (s *Secret) CheckRollback(who Principal, to uint64) error {
+	if !s.Exists() {
+		return stateErr(ErrNotFound, "no such secret")
+	}
+	if err := s.writable(who); err != nil {
+		return err
+	}
+	v, ok := s.versions[to]
+	switch {
+	case !ok:
+		return stateErr(ErrNotFound, "secret %s has no version %d", s.ref.Name, to)
+	case v.Destroyed:
+		return stateErr(ErrDestroyed, "version %d of %s is destroyed; it cannot be rolled back to", to, s.ref.Name)
+	case to == s.current:
+		return stateErr(ErrState, "version %d is already the current version of %s", to, s.ref.Name)
+	}
+	return nil
 }
 
 func (s *Secret) create(who Principal, c CreateSecret) ([]Event, error) {
