@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/internal/pglocal"
 )
@@ -119,7 +120,7 @@ func (f *dbFlags) openStore(ctx context.Context, logger *slog.Logger, maxConns i
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := postgres.Migrate(ctx, pool); err != nil {
+	if err := migrateAll(ctx, pool); err != nil {
 		pool.Close()
 		return nil, nil, err
 	}
@@ -129,6 +130,14 @@ func (f *dbFlags) openStore(ctx context.Context, logger *slog.Logger, maxConns i
 		return nil, nil, err
 	}
 	return store, pool, nil
+}
+
+// migrateAll applies every component's schema migrations.
+func migrateAll(ctx context.Context, pool *pgxpool.Pool) error {
+	if err := postgres.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	return pgstore.Migrate(ctx, pool)
 }
 
 // open is openStore for commands: it returns one function that closes
@@ -169,12 +178,14 @@ type keyFlags struct {
 	dataDir string
 	keyFile string
 	origin  string
+	kekURI  string
 }
 
 func (k *keyFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&k.dataDir, "data-dir", "", "folder for the server's files: signing key, checkpoint state (default $STELE_DATA_DIR, or .stele/data with --dev, or ~/.local/share/stele)")
 	fs.StringVar(&k.keyFile, "signing-key-file", "", "checkpoint signing key file (default $STELE_SIGNING_KEY_FILE or <data-dir>/ledger-signing.key); $STELE_SIGNING_KEY may hold the key itself")
 	fs.StringVar(&k.origin, "log-origin", "", "the log's origin, used when the signing key is first created (default $STELE_LOG_ORIGIN or stele.local/<random>)")
+	fs.StringVar(&k.kekURI, "kek-uri", "", "the key-encryption key that wraps environment keysets: local:///path, env://VAR, aws-kms://…, gcp-kms://… (default $STELE_KEK_URI or local://<data-dir>/master.key)")
 }
 
 func (k *keyFlags) dir(dev bool) (string, error) {

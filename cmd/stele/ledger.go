@@ -487,7 +487,7 @@ func newMigrateCmd() *cobra.Command {
 				return err
 			}
 			defer pool.Close()
-			if err := postgres.Migrate(ctx, pool); err != nil {
+			if err := migrateAll(ctx, pool); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "schema up to date")

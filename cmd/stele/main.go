@@ -77,14 +77,20 @@ event in that ledger.`,
 		newServerCmd(),
 		newMigrateCmd(),
 		newLedgerCmd(),
+		newKeysCmd(),
 		newBenchCmd(),
 		newDevDBCmd(),
 		newVersionCmd(),
 		newHealthcheckCmd(),
 	)
-	for _, c := range root.Commands() {
-		c.Args = wrapArgs(c.Args)
+	var wrap func(*cobra.Command)
+	wrap = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			sub.Args = wrapArgs(sub.Args)
+			wrap(sub)
+		}
 	}
+	wrap(root)
 	return root
 }
 

@@ -17,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"stele.dev/stele/app"
+	"stele.dev/stele/domain"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/internal/pgtest"
@@ -338,4 +340,71 @@ func TestIndependentVerifierSelfTest(t *testing.T) {
 	if r := runEnv(t, nil, python[0], append(python[1:], "--self-test")...); r.code != 0 {
 		t.Fatalf("self-test: %+v", r)
 	}
+}
+
+// The keys commands act on a server's keysets through the database and
+// the master key in the data folder; the ledger still verifies after a
+// key is destroyed.
+func TestKeysCommands(t *testing.T) {
+	url := pgtest.Schema(t)
+	dataDir := t.TempDir()
+	cfg := ServerConfig{DB: dbFlags{url: url}, Keys: keyFlags{dataDir: dataDir, origin: "stele.test/keys"},
+		Listen: "127.0.0.1:0", CheckpointInterval: time.Hour, KeyMaintenance: time.Hour, Logger: quietLogger()}
+	s, err := StartServer(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop(5 * time.Second)
+	if fi, err := os.Stat(filepath.Join(dataDir, "master.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("master key: %v %v", fi, err)
+	}
+	ctx := context.Background()
+	ada := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "ada"}}
+	env := app.Env{Org: "acme", Project: "web", Env: "production"}
+	ref := domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "DB_URL"}
+	for _, step := range []func() error{
+		func() error { _, err := s.App.CreateOrganization(ctx, ada, "acme", "Acme"); return err },
+		func() error { _, err := s.App.CreateProject(ctx, ada, "acme", "web", "Web"); return err },
+		func() error { _, err := s.App.CreateEnvironment(ctx, ada, env, app.EnvSpec{Production: true}); return err },
+		func() error {
+			_, err := s.App.SetSecret(ctx, ada, ref, app.SetSecret{Value: []byte("postgres://one")})
+			return err
+		},
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	envs := []string{"DATABASE_URL=" + url, "STELE_DATA_DIR=" + dataDir}
+	var st app.KeysetStatus
+	r := stele(t, envs, "keys", "status", "acme/web/production", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || len(st.Keys) != 1 {
+		t.Fatalf("status: %+v", r)
+	}
+	old := st.Primary
+	r = stele(t, envs, "keys", "rotate", "acme/web/production", "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Primary == old || !st.ResealComplete || st.Pending != 0 {
+		t.Fatalf("rotate: %+v %+v", r, st)
+	}
+	oneLineError(t, stele(t, envs, "keys", "destroy", "acme/web/production", fmt.Sprint(old)), 1, "disable it before")
+	if r := stele(t, envs, "keys", "disable", "acme/web/production", fmt.Sprint(old)); r.code != 0 {
+		t.Fatalf("disable: %+v", r)
+	}
+	if r := stele(t, envs, "keys", "destroy", "acme/web/production", fmt.Sprint(old)); r.code != 0 || !strings.Contains(r.stdout, "destroyed") {
+		t.Fatalf("destroy: %+v", r)
+	}
+	oneLineError(t, stele(t, envs, "keys", "status", "acme/web"), 2, "ORG/PROJECT/ENV")
+	oneLineError(t, stele(t, envs, "keys", "disable", "acme/web/production", "x"), 2, "key id")
+	// The server, which cached the keyset, reads the current value (resealed) …
+	rv, err := s.App.RevealSecret(ctx, ada, ref, 0, "after destroy", domain.ChannelAPI)
+	if err != nil || string(rv.Value) != "postgres://one" {
+		t.Fatalf("reveal after the old key was destroyed elsewhere: %q %v", rv.Value, err)
+	}
+	// … and the ledger still verifies.
+	if r := stele(t, envs, "ledger", "verify"); r.code != 0 {
+		t.Fatalf("verify after crypto-shredding: %+v", r)
+	}
+	// Without the master key, a server refuses to make a new one.
+	os.Remove(filepath.Join(dataDir, "master.key"))
+	oneLineError(t, stele(t, envs, "keys", "status", "acme/web/production"), 1, "restore the master key")
 }

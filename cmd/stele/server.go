@@ -15,6 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"stele.dev/stele/api"
+	"stele.dev/stele/app"
+	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/eventstore/postgres"
@@ -26,6 +28,7 @@ type Server struct {
 	Addr   string // the address it listens on, once started
 	Store  *postgres.Store
 	Signer *checkpoint.Signer
+	App    *app.Service
 	Logger *slog.Logger
 
 	pool   *pgxpool.Pool
@@ -41,7 +44,9 @@ type ServerConfig struct {
 	Keys               keyFlags
 	Listen             string
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// KeyMaintenance is how often key rotation and resealing are checked.
+	KeyMaintenance time.Duration
+	Logger         *slog.Logger
 }
 
 // StartServer connects to the database, migrates it, opens the ledger,
@@ -62,21 +67,44 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	material := pgstore.New(pool)
+	kek, err := openKEK(ctx, &cfg.Keys, cfg.DB.dev, material, logger)
+	if err != nil {
+		return fail(err)
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fail(fmt.Errorf("listen on %s: %w", cfg.Listen, err))
 	}
-	s := &Server{Addr: ln.Addr().String(), Store: store, Signer: signer, Logger: logger, pool: pool, ln: ln}
+	bg, cancel := context.WithCancel(context.Background())
+	svc, err := newApp(bg, store, material, kek, logger)
+	if err != nil {
+		cancel()
+		ln.Close()
+		return fail(err)
+	}
+	s := &Server{Addr: ln.Addr().String(), Store: store, Signer: signer, App: svc, Logger: logger, pool: pool, ln: ln}
 	s.http = &http.Server{
 		Handler:           api.NewRouter(api.Config{Ready: s, Logger: logger}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	bg, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	cp := &checkpoint.Checkpointer{Store: store, Signer: signer, StateFile: checkpointStateFile(&cfg.Keys, cfg.DB.dev), Logger: logger}
-	s.wg.Add(2)
+	if cfg.KeyMaintenance <= 0 {
+		cfg.KeyMaintenance = time.Minute
+	}
+	s.wg.Add(3)
 	go func() { defer s.wg.Done(); cp.Run(bg, cfg.CheckpointInterval) }()
+	go func() {
+		defer s.wg.Done()
+		if n, err := svc.CleanKeyMaterial(bg); err != nil {
+			logger.Error("cleaning key material", "err", err)
+		} else if n > 0 {
+			logger.Info("erased key material no longer named by the ledger", "versions", n)
+		}
+		svc.RunKeyMaintenance(bg, cfg.KeyMaintenance)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -84,7 +112,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 	}()
 	logger.Info("stele server listening", "addr", s.Addr, "log_origin", signer.Origin(), "signing_key", source,
-		"checkpoint_interval", cfg.CheckpointInterval.String())
+		"checkpoint_interval", cfg.CheckpointInterval.String(), "kek", kek.URI())
 	return s, nil
 }
 
@@ -157,6 +185,7 @@ serves HTTP (/healthz, /readyz).`,
 	cfg.Keys.register(cmd.Flags())
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on (default $STELE_LISTEN or 127.0.0.1:8080)")
 	cmd.Flags().DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 30*time.Second, "how often to sign a checkpoint while the ledger grows")
+	cmd.Flags().DurationVar(&cfg.KeyMaintenance, "key-maintenance-interval", time.Minute, "how often to check for due key rotations and unfinished reseals")
 	addLogFlags(cmd, &logFormat, &logLevel)
 	return cmd
 }

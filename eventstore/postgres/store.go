@@ -145,6 +145,9 @@ func channelName(schema string) string {
 	return name
 }
 
+// Pool returns the pool the store uses.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
 // Close stops the writer after the batch in flight; appends still queued
 // fail with ErrClosed. It does not close the pool.
 func (s *Store) Close() error {
