@@ -17,7 +17,9 @@ import (
 type Catalog struct {
 	mu      sync.RWMutex
 	pos     uint64
+	ready   bool // caught up with the head found when Run started
 	envs    map[Env]*catalogEnv
+	streams map[string]uint64 // stream → the last version seen
 	changed chan struct{}
 }
 
@@ -38,25 +40,50 @@ type SecretSummary struct {
 
 // NewCatalog returns an empty catalog; Run fills it.
 func NewCatalog() *Catalog {
-	return &Catalog{envs: map[Env]*catalogEnv{}, changed: make(chan struct{})}
+	return &Catalog{envs: map[Env]*catalogEnv{}, streams: map[string]uint64{}, changed: make(chan struct{})}
+}
+
+// follower is the part of a store the catalog reads.
+type follower interface {
+	eventstore.Follower
+	Head(ctx context.Context) (eventstore.Head, error)
 }
 
 // Run follows the log and keeps the catalog current until ctx is done.
-func (c *Catalog) Run(ctx context.Context, s eventstore.Follower) error {
-	c.mu.RLock()
+func (c *Catalog) Run(ctx context.Context, s follower) error {
+	h, err := s.Head(ctx)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
 	from := c.pos + 1
-	c.mu.RUnlock()
+	if c.pos >= h.Position {
+		c.ready = true
+	}
+	c.mu.Unlock()
 	return eventstore.Subscribe(ctx, s, from, 1000, func(recs []eventstore.Record) error {
 		c.mu.Lock()
 		for i := range recs {
 			c.apply(&recs[i])
 		}
 		c.pos = recs[len(recs)-1].Position
+		if c.pos >= h.Position {
+			c.ready = true
+		}
 		close(c.changed)
 		c.changed = make(chan struct{})
 		c.mu.Unlock()
 		return nil
 	})
+}
+
+// StreamVersion returns the last version of stream the catalog has seen,
+// and whether the catalog has caught up with the log at all (until then
+// it knows too little to say).
+func (c *Catalog) StreamVersion(stream string) (uint64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.streams[stream], c.ready
 }
 
 // Position returns the last log position the catalog has applied.
@@ -93,6 +120,7 @@ func (c *Catalog) env(e Env) *catalogEnv {
 }
 
 func (c *Catalog) apply(r *eventstore.Record) {
+	c.streams[r.StreamID] = r.StreamVersion
 	parts := strings.Split(r.StreamID, "/")
 	switch {
 	case parts[0] == "project" && len(parts) == 3 && strings.HasPrefix(r.Type, "environment."):

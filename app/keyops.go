@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"stele.dev/stele/crypto"
@@ -255,19 +256,18 @@ func (s *Service) Reseal(ctx context.Context, env Env) (ResealReport, error) {
 			return rep, err
 		}
 		rep.Primary = info.primary
-		todo := 0
+		var todo []domain.SecretRef
 		for _, sec := range s.catalog.Secrets(env) {
-			if sec.KeyID == info.primary || sec.Destroyed || sec.Current == 0 {
-				continue
+			if sec.KeyID != info.primary && !sec.Destroyed && sec.Current > 0 {
+				todo = append(todo, domain.SecretRef{Org: env.Org, Project: env.Project, Env: env.Env, Name: sec.Name})
 			}
-			todo++
-			n, err := s.resealOne(ctx, req, who, domain.SecretRef{Org: env.Org, Project: env.Project, Env: env.Env, Name: sec.Name})
-			if err != nil {
-				return rep, err
-			}
-			rep.Resealed += n
 		}
-		if todo == 0 {
+		n, err := s.resealAll(ctx, req, who, todo)
+		rep.Resealed += n
+		if err != nil {
+			return rep, err
+		}
+		if len(todo) == 0 {
 			rep.Remaining = 0
 			_, _, err := s.execute(ctx, req, command{stream: env.keysetStream(), tenant: env.Org, mk: newKeysetAgg,
 				decide: func(a aggregate) ([]domain.Event, error) {
@@ -284,6 +284,46 @@ func (s *Service) Reseal(ctx context.Context, env Env) (ResealReport, error) {
 		rep.Remaining = s.catalog.NotUnder(env, info.primary)
 	}
 	return rep, nil
+}
+
+// resealWorkers is how many secrets the resealer works on at once.
+const resealWorkers = 16
+
+// resealAll reseals refs with resealWorkers goroutines and returns how
+// many it resealed; it stops at the first error.
+func (s *Service) resealAll(ctx context.Context, req Request, who domain.Principal, refs []domain.SecretRef) (int, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan domain.SecretRef)
+	var mu sync.Mutex
+	var firstErr error
+	done := 0
+	var wg sync.WaitGroup
+	for range min(resealWorkers, len(refs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ref := range work {
+				n, err := s.resealOne(ctx, req, who, ref)
+				mu.Lock()
+				done += n
+				if err != nil && firstErr == nil {
+					firstErr = err
+					cancel()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, ref := range refs {
+		select {
+		case work <- ref:
+		case <-ctx.Done():
+		}
+	}
+	close(work)
+	wg.Wait()
+	return done, firstErr
 }
 
 // resealOne reseals one secret's current version under the primary key;

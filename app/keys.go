@@ -222,7 +222,7 @@ func (s *Service) changeKeyset(ctx context.Context, req Request, env Env, name s
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		if err := s.refresh(ctx, e, stream); err != nil {
+		if err := s.reload(ctx, e, stream); err != nil { // key changes always read the database
 			return keysetInfo{}, err
 		}
 		cur := infoOf(e.agg.(*domain.Keyset))

@@ -65,8 +65,21 @@ func (c *cache) get(stream string, mk func() aggregate) *entry {
 	return e
 }
 
-// refresh applies the events appended to stream since e was last read.
+// refresh brings e up to date with stream. When the catalog follows the
+// log and has seen nothing newer than e, it trusts e without asking the
+// database: state may then lag the log by the catalog's delay (a few
+// milliseconds), which every write catches through its expected version.
 func (s *Service) refresh(ctx context.Context, e *entry, stream string) error {
+	if s.catalog != nil {
+		if v, ready := s.catalog.StreamVersion(stream); ready && e.version >= v {
+			return nil
+		}
+	}
+	return s.reload(ctx, e, stream)
+}
+
+// reload reads the events appended to stream since e was last read.
+func (s *Service) reload(ctx context.Context, e *entry, stream string) error {
 	for {
 		recs, err := s.store.ReadStream(ctx, stream, e.version+1, 500)
 		if errors.Is(err, eventstore.ErrStreamNotFound) {
@@ -133,7 +146,11 @@ func (s *Service) execute(ctx context.Context, req Request, c command) (Result, 
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for attempt := 1; ; attempt++ {
-		if err := s.refresh(ctx, e, c.stream); err != nil {
+		refresh := s.refresh
+		if attempt > 1 {
+			refresh = s.reload // the database said we were behind
+		}
+		if err := refresh(ctx, e, c.stream); err != nil {
 			return Result{}, nil, err
 		}
 		events, err := c.decide(e.agg)

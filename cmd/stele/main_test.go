@@ -365,7 +365,10 @@ func TestKeysCommands(t *testing.T) {
 	for _, step := range []func() error{
 		func() error { _, err := s.App.CreateOrganization(ctx, ada, "acme", "Acme"); return err },
 		func() error { _, err := s.App.CreateProject(ctx, ada, "acme", "web", "Web"); return err },
-		func() error { _, err := s.App.CreateEnvironment(ctx, ada, env, app.EnvSpec{Production: true}); return err },
+		func() error {
+			_, err := s.App.CreateEnvironment(ctx, ada, env, app.EnvSpec{Production: true})
+			return err
+		},
 		func() error {
 			_, err := s.App.SetSecret(ctx, ada, ref, app.SetSecret{Value: []byte("postgres://one")})
 			return err
