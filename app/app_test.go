@@ -58,6 +58,11 @@ func newKEK(t testing.TB) crypto.KEK {
 // newFixture builds a service on store and material (memory ones when nil).
 func newFixture(t testing.TB, store eventstore.Store, material crypto.MaterialStore, kek crypto.KEK) *fixture {
 	t.Helper()
+	return newFixtureWith(t, store, material, kek, nil)
+}
+
+func newFixtureWith(t testing.TB, store eventstore.Store, material crypto.MaterialStore, kek crypto.KEK, openKEK func(string) (crypto.KEK, error)) *fixture {
+	t.Helper()
 	if store == nil {
 		store = memstore.New(nil)
 	}
@@ -71,7 +76,7 @@ func newFixture(t testing.TB, store eventstore.Store, material crypto.MaterialSt
 		logs: &bytes.Buffer{}, kek: kek}
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, f.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	svc, err := app.New(app.Config{Store: store, Material: material, KEK: kek, Now: f.clock.Now, Logger: logger, Catalog: f.catalog})
+	svc, err := app.New(app.Config{Store: store, Material: material, KEK: kek, OpenKEK: openKEK, Now: f.clock.Now, Logger: logger, Catalog: f.catalog})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,3 +518,63 @@ func TestApprovalFlow(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { os.Exit(mainWithPG(m)) }
+
+func TestExpiredRequestsAreRecorded(t *testing.T) {
+	f := newFixture(t, nil, nil, nil)
+	f.setup(t)
+	f.set(t, bob, dbURL, "v")
+	pub, _, _ := crypto.GenerateBoxKeyPair()
+	ticket, _, err := f.svc.RequestApproval(ctx, eve, app.ApprovalSpec{Kind: domain.ApprovalSecrets, Org: "acme", Project: "web", Env: "production",
+		Keys: []string{"DB_URL"}, PublicKey: pub[:], TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ok(f.svc.ExpireApprovals(ctx)); n != 0 {
+		t.Fatalf("expired %d before the deadline", n)
+	}
+	f.clock.Add(2 * time.Minute)
+	f.svc.MaintainKeys(ctx)
+	expired := 0
+	for _, r := range records(t, f.store) {
+		if r.Type == "approval.expired" && r.StreamID == domain.ApprovalStream(ticket.ID) {
+			expired++
+			if r.Metadata.Actor != "system:approvals" || r.Metadata.Tenant != "acme" {
+				t.Fatalf("expiry metadata %+v", r.Metadata)
+			}
+		}
+	}
+	if expired != 1 {
+		t.Fatalf("%d expiry events", expired)
+	}
+	if n := ok(f.svc.ExpireApprovals(ctx)); n != 0 {
+		t.Fatalf("expired again: %d", n)
+	}
+}
+
+// KEK rotation: a server with a new KEK rewraps a keyset made under the old
+// one; afterwards the old KEK is not needed.
+func TestRewrapUnderANewKEK(t *testing.T) {
+	f := newFixture(t, nil, nil, nil)
+	f.setup(t)
+	f.set(t, bob, dbURL, "under-the-old-kek")
+	oldKEK := f.kek
+	newKEK := newKEK(t)
+	g := newFixtureWith(t, f.store, f.material, newKEK, func(uri string) (crypto.KEK, error) {
+		if uri == oldKEK.URI() {
+			return oldKEK, nil
+		}
+		return nil, errors.New("unknown KEK")
+	})
+	st := ok(g.svc.RewrapKeyset(ctx, ada, prod))
+	if st.KEK != newKEK.URI() {
+		t.Fatalf("after rewrap the keyset names %s", st.KEK)
+	}
+	// A server holding only the new KEK reads the value.
+	h := newFixtureWith(t, f.store, f.material, newKEK, nil)
+	if got := h.reveal(t, bob, dbURL, 0); got != "under-the-old-kek" {
+		t.Fatalf("read after rewrap: %q", got)
+	}
+	if _, err := f.svc.RevealSecret(ctx, bob, dbURL, 0, "", domain.ChannelAPI); err == nil {
+		t.Fatal("a server with only the old KEK still unwraps the rewrapped keyset")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -234,4 +235,34 @@ func (s *Service) Collect(ctx context.Context, req Request, id string) (Delivery
 		return Delivery{}, err
 	}
 	return Delivery{Sealed: boxed, Keys: keys}, nil
+}
+
+// ExpireApprovals records the expiry of every open request past its
+// deadline and returns how many it expired. The server runs it with key
+// maintenance.
+func (s *Service) ExpireApprovals(ctx context.Context) (int, error) {
+	if s.catalog == nil {
+		return 0, nil
+	}
+	if err := s.catchUp(ctx); err != nil {
+		return 0, err
+	}
+	n := 0
+	now := s.now()
+	req := systemRequest("approvals")
+	for id, org := range s.catalog.Expired(now) {
+		_, evs, err := s.execute(ctx, req, command{stream: domain.ApprovalStream(id), tenant: org, mk: newApprovalAgg,
+			decide: func(a aggregate) ([]domain.Event, error) {
+				evs, err := a.(*domain.Approval).Handle(domain.System("approvals"), domain.ExpireApproval{Now: now})
+				if errors.Is(err, domain.ErrState) { // decided meanwhile
+					return nil, nil
+				}
+				return evs, err
+			}})
+		if err != nil {
+			return n, err
+		}
+		n += len(evs)
+	}
+	return n, nil
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"stele.dev/stele/domain"
 	"stele.dev/stele/eventstore"
@@ -20,7 +21,15 @@ type Catalog struct {
 	ready   bool // caught up with the head found when Run started
 	envs    map[Env]*catalogEnv
 	streams map[string]uint64 // stream → the last version seen
+	open    map[string]openApproval
 	changed chan struct{}
+}
+
+// openApproval is a request that is neither decided against nor
+// delivered, expired or denied yet.
+type openApproval struct {
+	org       string
+	expiresAt time.Time
 }
 
 type catalogEnv struct {
@@ -40,7 +49,7 @@ type SecretSummary struct {
 
 // NewCatalog returns an empty catalog; Run fills it.
 func NewCatalog() *Catalog {
-	return &Catalog{envs: map[Env]*catalogEnv{}, streams: map[string]uint64{}, changed: make(chan struct{})}
+	return &Catalog{envs: map[Env]*catalogEnv{}, streams: map[string]uint64{}, open: map[string]openApproval{}, changed: make(chan struct{})}
 }
 
 // follower is the part of a store the catalog reads.
@@ -134,6 +143,16 @@ func (c *Catalog) apply(r *eventstore.Record) {
 		case domain.EnvironmentUpdated:
 			c.env(Env{parts[1], parts[2], e.EnvID}).settings = e.After
 		}
+	case parts[0] == "approval" && len(parts) == 2:
+		switch r.Type {
+		case "approval.requested":
+			if ev, err := domain.Decode(r.Type, r.Data); err == nil {
+				e := ev.(domain.ApprovalRequested)
+				c.open[parts[1]] = openApproval{org: e.Org, expiresAt: e.ExpiresAt}
+			}
+		case "approval.denied", "approval.expired", "approval.delivered":
+			delete(c.open, parts[1])
+		}
 	case parts[0] == "keyset" && len(parts) == 4 && r.Type == "keyset.created":
 		c.env(Env{parts[1], parts[2], parts[3]}).hasKeyset = true
 	case parts[0] == "secret" && len(parts) == 5 && r.Type != "secret.viewed":
@@ -169,6 +188,19 @@ func (c *Catalog) apply(r *eventstore.Record) {
 			s.Deleted = false
 		}
 	}
+}
+
+// Expired returns the open requests that expired by now: id → organization.
+func (c *Catalog) Expired(now time.Time) map[string]string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := map[string]string{}
+	for id, a := range c.open {
+		if !now.Before(a.expiresAt) {
+			out[id] = a.org
+		}
+	}
+	return out
 }
 
 // Envs returns every environment with a keyset, in order.

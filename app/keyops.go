@@ -377,7 +377,8 @@ func (s *Service) RunKeyMaintenance(ctx context.Context, every time.Duration) {
 	}
 }
 
-// MaintainKeys does one round of RunKeyMaintenance.
+// MaintainKeys does one round of RunKeyMaintenance; it also records the
+// expiry of approval requests past their deadline.
 func (s *Service) MaintainKeys(ctx context.Context) {
 	if s.catalog == nil {
 		return
@@ -385,6 +386,11 @@ func (s *Service) MaintainKeys(ctx context.Context) {
 	if err := s.catchUp(ctx); err != nil {
 		s.log.Warn("key maintenance waits for the catalog", "err", err)
 		return
+	}
+	if n, err := s.ExpireApprovals(ctx); err != nil {
+		s.log.Error("expiring approval requests", "err", err)
+	} else if n > 0 {
+		s.log.Info("approval requests expired", "count", n)
 	}
 	for _, env := range s.catalog.Envs() {
 		if ctx.Err() != nil {
