@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/transparency-dev/formats/log"
 
@@ -198,5 +199,35 @@ func TestCheckpointerRefusesARewrittenHistory(t *testing.T) {
 	c2 := &checkpoint.Checkpointer{Store: intruder, Signer: signer}
 	if _, err := c2.Checkpoint(ctx); !errors.Is(err, checkpoint.ErrInvalid) {
 		t.Fatalf("accepted a checkpoint signed by another key: %v", err)
+	}
+}
+
+// A checkpoint the state file remembers but the store lacks is stored
+// again when nothing new needs signing.
+func TestCheckpointerRestoresAMissingCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return at }
+	a, b := memstore.New(clock), memstore.New(clock)
+	for i := range 5 {
+		ev := eventstore.Event{ID: eventstore.ID{byte(i + 1)}, Type: "thing.happened", Data: []byte("x")}
+		for _, s := range []eventstore.Store{a, b} {
+			if _, err := s.Append(ctx, "s", eventstore.Any, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	signer := newSigner(t, "stele.test/log")
+	state := filepath.Join(t.TempDir(), "latest")
+	if _, err := (&checkpoint.Checkpointer{Store: a, Signer: signer, StateFile: state}).Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := (&checkpoint.Checkpointer{Store: b, Signer: signer, StateFile: state}).Checkpoint(ctx)
+	if err != nil || cp.Size != 5 {
+		t.Fatalf("checkpoint on the twin store: %+v %v", cp, err)
+	}
+	stored, err := b.LatestCheckpoint(ctx)
+	if err != nil || stored.Size != 5 || !bytes.Equal(stored.Note, cp.Note) {
+		t.Fatalf("the twin store holds %+v, %v", stored, err)
 	}
 }

@@ -82,6 +82,14 @@ func (c *Checkpointer) Checkpoint(ctx context.Context) (eventstore.Checkpoint, e
 			return eventstore.Checkpoint{}, fmt.Errorf("%w: tree at %d does not extend checkpoint %d: %v", ErrInconsistent, head.Position, trusted.Size, err)
 		}
 		if head.Position == trusted.Size {
+			// Nothing new to sign. Store the checkpoint in case it came from
+			// the state file only (adding an identical one is a no-op).
+			if trusted.CreatedAt.IsZero() {
+				trusted.CreatedAt = eventstore.TruncateTime(c.now())
+			}
+			if err := c.Store.AddCheckpoint(ctx, trusted); err != nil {
+				return eventstore.Checkpoint{}, err
+			}
 			return trusted, c.remember(trusted)
 		}
 	}
