@@ -73,8 +73,19 @@ func newApp(ctx context.Context, store *postgres.Store, material crypto.Material
 		return nil, err
 	}
 	go func() {
-		if err := cat.Run(ctx, store); err != nil && ctx.Err() == nil {
-			logger.Error("the catalog stopped following the log", "err", err)
+		backoff := time.Second
+		for {
+			err := cat.Run(ctx, store) // returns only when ctx ends or the log cannot be read
+			if ctx.Err() != nil {
+				return
+			}
+			logger.Error("the catalog lost the log; following again", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Minute)
 		}
 	}()
 	return svc, nil
