@@ -1,0 +1,6 @@
+package projections
+
+// All returns every read model Stele keeps.
+func All() []Projection {
+	return []Projection{Secrets{}, Audit{}, Access{}}
+}
