@@ -164,6 +164,28 @@ func (o *Organization) Token(id string) (Token, bool) {
 // without inheritance.
 func (o *Organization) RoleOf(user, scope string) Role { return o.grants[scope][user] }
 
+// TokenIDs returns the ids of every token ever issued, in order.
+func (o *Organization) TokenIDs() []string {
+	out := make([]string, 0, len(o.tokens))
+	for id := range o.tokens {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ProjectsOf returns the projects where a user holds a project role, in order.
+func (o *Organization) ProjectsOf(user string) []string {
+	var out []string
+	for scope, m := range o.grants {
+		if _, ok := m[user]; ok && scope != "" {
+			out = append(out, scope)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Members returns every user with a grant, in order.
 func (o *Organization) Members() []string {
 	seen := map[string]bool{}

@@ -38,7 +38,7 @@ func (r SecretRef) check() error {
 // of the key that sealed it. The domain never sees a plaintext value.
 type Sealed struct {
 	KeyID      uint32 `json:"key_id"`
-	Ciphertext []byte `json:"ciphertext"`
+	Ciphertext []byte `json:"ciphertext,omitempty"`
 }
 
 func (s Sealed) check() error {

@@ -138,7 +138,8 @@ func (p *Projector) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second}, watermill.NewSlogLogger(p.log.With("component", "projections")))
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 30 * time.Second},
+		watermill.NewSlogLogger(slog.New(minLevel{p.log.Handler(), slog.LevelWarn}).With("component", "projections")))
 	if err != nil {
 		return err
 	}
@@ -187,3 +188,17 @@ func (p *Projector) notify(name string, pos uint64) {
 }
 
 func isNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }
+
+// minLevel drops records below a level (Watermill reports every handler
+// start and stop at info).
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.Handler.Enabled(ctx, l)
+}
+
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{m.Handler.WithAttrs(a), m.min} }
+func (m minLevel) WithGroup(g string) slog.Handler      { return minLevel{m.Handler.WithGroup(g), m.min} }

@@ -1,0 +1,152 @@
+package projections_test
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"stele.dev/stele/app"
+	"stele.dev/stele/domain"
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/projections"
+)
+
+// Point in time equals a replay of the log up to that position.
+func TestPointInTimeEqualsReplay(t *testing.T) {
+	e := newEnv(t)
+	e.start(t)
+	scenario(t, e, 6, 3)
+	e.caughtUp(t)
+	h := projections.History{Pool: e.pool, Store: e.store, Wait: 200 * time.Millisecond}
+	head := ok(e.store.Head(ctx))
+	all := readAll(t, e)
+	for _, p := range []uint64{1, 9, head.Position / 3, head.Position / 2, head.Position - 5, head.Position} {
+		got := ok(h.SecretsAt(ctx, "acme", "web", "production", p))
+		want := replaySecrets(t, all, p)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("secrets at %d:\n got  %+v\n want %+v", p, got, want)
+		}
+	}
+	// Times map to positions.
+	for _, r := range []eventstore.Record{all[0], all[len(all)/2], all[len(all)-1]} {
+		p := ok(h.PositionAt(ctx, r.RecordedAt))
+		if p < r.Position || all[p-1].RecordedAt.After(r.RecordedAt) || (int(p) < len(all) && !all[p].RecordedAt.After(r.RecordedAt)) {
+			t.Fatalf("PositionAt(%s) = %d for record %d", r.RecordedAt, p, r.Position)
+		}
+	}
+	if p := ok(h.PositionAt(ctx, all[0].RecordedAt.Add(-time.Hour))); p != 0 {
+		t.Fatalf("before the log: %d", p)
+	}
+	if _, err := h.SecretsAt(ctx, "acme", "web", "production", head.Position+1000); !errors.Is(err, projections.ErrNotYet) {
+		t.Fatalf("a position beyond the projection: %v", err)
+	}
+}
+
+func readAll(t *testing.T, e *env) []eventstore.Record {
+	t.Helper()
+	var out []eventstore.Record
+	for from := uint64(1); ; {
+		recs := ok(e.store.ReadAll(ctx, from, 1000))
+		if len(recs) == 0 {
+			return out
+		}
+		out = append(out, recs...)
+		from = recs[len(recs)-1].Position + 1
+	}
+}
+
+// replaySecrets folds the log's first p records, stream by stream.
+func replaySecrets(t *testing.T, all []eventstore.Record, p uint64) []projections.SecretAt {
+	t.Helper()
+	type st struct {
+		s    *domain.Secret
+		last eventstore.Record
+		name string
+	}
+	byStream := map[string]*st{}
+	var order []string
+	for _, r := range all[:p] {
+		if !strings.HasPrefix(r.StreamID, "secret/acme/web/production/") {
+			continue
+		}
+		x := byStream[r.StreamID]
+		if x == nil {
+			x = &st{s: domain.NewSecret(), name: r.StreamID[len("secret/acme/web/production/"):]}
+			byStream[r.StreamID] = x
+			order = append(order, r.StreamID)
+		}
+		ev := ok(domain.Decode(r.Type, r.Data))
+		x.s.Apply(ev)
+		x.last = r
+	}
+	var out []projections.SecretAt
+	names := map[string]*st{}
+	var sorted []string
+	for _, k := range order {
+		names[byStream[k].name] = byStream[k]
+		sorted = append(sorted, byStream[k].name)
+	}
+	sortStrings(sorted)
+	for _, n := range sorted {
+		x := names[n]
+		cur, _ := x.s.Version(0)
+		out = append(out, projections.SecretAt{Name: n, Version: cur.Version, KeyID: cur.Value.KeyID, Deleted: x.s.Deleted(), Destroyed: cur.Destroyed,
+			Metadata: x.s.Metadata(), ChangedAt: x.last.RecordedAt, ChangedBy: x.last.Metadata.Actor, Position: x.last.Position})
+	}
+	return out
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+func TestWhoCouldReadAndWhoRead(t *testing.T) {
+	e := newEnv(t)
+	e.start(t)
+	h := projections.History{Pool: e.pool, Store: e.store}
+	ok(e.svc.CreateOrganization(ctx, ada, "acme", "Acme"))
+	ok(e.svc.CreateProject(ctx, ada, "acme", "web", "Web"))
+	ok(e.svc.CreateEnvironment(ctx, ada, prod, app.EnvSpec{Production: true}))
+	ref := domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "DB_URL"}
+	ok(e.svc.SetSecret(ctx, ada, ref, app.SetSecret{Value: []byte("v")}))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "bob", domain.RoleDeveloper, "web"))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "eve", domain.RoleViewer, ""))
+	tok, _ := ok3(e.svc.IssueToken(ctx, ada, "acme", app.TokenSpec{Name: "ci", Role: domain.RoleDeveloper, Project: "web", Environments: []string{"production"}, TTL: time.Hour}))
+	before := ok(e.store.Head(ctx)).Position
+	start := time.Now()
+	ok(e.svc.RevealSecret(ctx, bob, ref, 0, "deploy", domain.ChannelRun))
+	ok(e.svc.RevokeRole(ctx, ada, "acme", "bob", "web"))
+	after := ok(e.store.Head(ctx)).Position
+	e.caughtUp(t)
+
+	could := ok(h.WhoCouldRead(ctx, ref, before))
+	want := []projections.CouldRead{
+		{Actor: "token:" + tok.ID, Role: domain.RoleDeveloper, Via: "token"},
+		{Actor: "user:ada", Role: domain.RoleOwner, Via: "organization"},
+		{Actor: "user:bob", Role: domain.RoleDeveloper, Via: "project"},
+	}
+	if !reflect.DeepEqual(could, want) {
+		t.Fatalf("who could read before the revoke:\n got  %+v\n want %+v", could, want)
+	}
+	could = ok(h.WhoCouldRead(ctx, ref, after))
+	if len(could) != 2 || could[1].Actor != "user:ada" {
+		t.Fatalf("after the revoke bob still could: %+v", could)
+	}
+	reads := ok(h.WhoRead(ctx, ref, start.Add(-time.Minute), time.Now().Add(time.Minute)))
+	if len(reads) != 1 || reads[0].Actor != "user:bob" || reads[0].Channel != "cli-run" || reads[0].Reason != "deploy" {
+		t.Fatalf("who read: %+v", reads)
+	}
+	if r := ok(h.WhoRead(ctx, ref, start.Add(-2*time.Hour), start.Add(-time.Hour))); len(r) != 0 {
+		t.Fatalf("reads outside the window: %+v", r)
+	}
+	acc := ok(h.AccessAt(ctx, "acme", before))
+	if len(acc.Grants) != 3 || len(acc.Tokens) != 1 {
+		t.Fatalf("access at %d: %+v", before, acc)
+	}
+}
