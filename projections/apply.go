@@ -31,33 +31,19 @@ type integrityError struct{ msg string }
 
 func (e *integrityError) Error() string { return e.msg }
 
-// decode turns records into events, checking the hash chain from prev.
-func decode(recs []eventstore.Record, prev eventstore.Hash) ([]Event, error) {
-	out := make([]Event, len(recs))
-	var h eventstore.Hasher
-	for i := range recs {
-		r := &recs[i]
-		if r.PrevHash != prev {
-			return nil, &integrityError{fmt.Sprintf("position %d: previous hash %s does not match the hash %s of position %d", r.Position, r.PrevHash, prev, r.Position-1)}
-		}
-		if got := h.Hash(r); got != r.Hash {
-			return nil, &integrityError{fmt.Sprintf("position %d: stored hash %s differs from the hash of its content %s", r.Position, r.Hash, got)}
-		}
-		ev, err := domain.Decode(r.Type, r.Data)
-		if err != nil {
-			return nil, &integrityError{fmt.Sprintf("position %d: %v", r.Position, err)}
-		}
-		out[i] = Event{Record: *r, Event: ev}
-		prev = r.Hash
+func decodeEvent(r *eventstore.Record) (Event, error) {
+	ev, err := domain.Decode(r.Type, r.Data)
+	if err != nil {
+		return Event{}, &integrityError{fmt.Sprintf("position %d: %v", r.Position, err)}
 	}
-	return out, nil
+	return Event{Record: *r, Event: ev}, nil
 }
 
 // apply applies recs to proj's tables under names n, as the projection
 // whose state row is stateName, in one transaction with its new position.
 // Records at or below the recorded position are skipped, so applying a
 // batch twice changes nothing. It returns the position reached.
-func apply(ctx context.Context, pool *pgxpool.Pool, proj Projection, n Names, stateName string, recs []eventstore.Record) (uint64, error) {
+func apply(ctx context.Context, pool *pgxpool.Pool, proj Projection, n Names, stateName string, recs []Event) (uint64, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		return 0, err
@@ -73,15 +59,23 @@ func apply(ctx context.Context, pool *pgxpool.Pool, proj Projection, n Names, st
 	if err != nil {
 		return pos, err
 	}
+	if BeforeCommit != nil {
+		BeforeCommit(stateName, pos)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, err
 	}
 	return pos, nil
 }
 
+// BeforeCommit, when set, runs inside each batch's transaction just
+// before it commits. Crash tests set it to hold a batch open while they
+// kill the process.
+var BeforeCommit func(projection string, position uint64)
+
 // applyTx is apply within the caller's transaction. An integrity failure
 // comes back as *integrityError for the caller to record.
-func applyTx(ctx context.Context, tx pgx.Tx, proj Projection, n Names, stateName string, recs []eventstore.Record) (uint64, error) {
+func applyTx(ctx context.Context, tx pgx.Tx, proj Projection, n Names, stateName string, recs []Event) (uint64, error) {
 	st, err := lockState(ctx, tx, stateName)
 	if err != nil {
 		return 0, err
@@ -100,11 +94,13 @@ func applyTx(ctx context.Context, tx pgx.Tx, proj Projection, n Names, stateName
 	if recs[0].Position != st.position+1 {
 		return st.position, fmt.Errorf("projections: %s is at %d but the batch starts at %d", stateName, st.position, recs[0].Position)
 	}
-	events, err := decode(recs, st.hash)
-	if err != nil {
-		return st.position, err
+	// The events are checked among themselves (decodeChecked); here the
+	// first must follow the last this projection applied.
+	if recs[0].PrevHash != st.hash {
+		return st.position, &integrityError{fmt.Sprintf("position %d: previous hash %s does not match the hash %s of position %d",
+			recs[0].Position, recs[0].PrevHash, st.hash, st.position)}
 	}
-	if err := proj.Apply(ctx, tx, n, events); err != nil {
+	if err := proj.Apply(ctx, tx, n, recs); err != nil {
 		return st.position, fmt.Errorf("projections: %s: %w", stateName, err)
 	}
 	last := recs[len(recs)-1]

@@ -157,6 +157,67 @@ func scenario(t testing.TB, e *env, secrets, rounds int) {
 	}
 	ok(e.svc.DeleteSecret(ctx, bob, s1))
 	ok(e.svc.RotateKeyset(ctx, ada, prod, "test"))
+
+	// The directory, access control, keys and approvals read models. No
+	// value is revealed from here on.
+	ok(e.svc.RenameOrganization(ctx, ada, "acme", "Acme Inc"))
+	staging := app.Env{Org: "acme", Project: "web", Env: "staging"}
+	stagingName, twoHours := "Staging", 2*time.Hour
+	ok(e.svc.UpdateEnvironment(ctx, ada, staging, &stagingName, nil, &twoHours))
+	ok(e.svc.UpdateBundle(ctx, ada, "acme", "web", "backend", []domain.BundleKey{{Name: "S1", Required: true}, {Name: "S0"}, {Name: "S2"}}))
+	ok(e.svc.CreateBundle(ctx, ada, "acme", "web", "legacy", []domain.BundleKey{{Name: "S0"}}))
+	ok(e.svc.DeleteBundle(ctx, ada, "acme", "web", "legacy"))
+	s0 := domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "S0"}
+	ok(e.svc.UpdateSecretMetadata(ctx, ada, s0, domain.SecretMetadata{Description: "d", Tags: []string{"a", "b"}, Owner: "bob", RotationSeconds: 3600}))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "carol", domain.RoleViewer, "web"))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "erin", domain.RoleDeveloper, "web"))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "dave", domain.RoleAdmin, ""))
+	ok(e.svc.RevokeRole(ctx, ada, "acme", "dave", ""))
+	deploy, _ := ok3(e.svc.IssueToken(ctx, ada, "acme", app.TokenSpec{Name: "deploy", Role: domain.RoleViewer, Project: "web",
+		Environments: []string{"staging"}, TTL: 24 * time.Hour}))
+	ok(e.svc.RevokeToken(ctx, ada, "acme", deploy.ID, "leaked"))
+	erin := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "erin"}, RequestID: "r3"}
+	pub := make([]byte, 32)
+	request := func(spec app.ApprovalSpec) string {
+		spec.Kind, spec.Org, spec.Project, spec.Env, spec.PublicKey = domain.ApprovalSecrets, "acme", "web", "production", pub
+		tk, _ := ok3(e.svc.RequestApproval(ctx, bob, spec))
+		return tk.ID
+	}
+	// Approved by two, not collected.
+	two := request(app.ApprovalSpec{Bundle: "backend", Approvals: 2})
+	ok(e.svc.Approve(ctx, ada, two, []string{"S0", "S1"}))
+	ok(e.svc.Approve(ctx, erin, two, []string{"S1", "S2"}))
+	// Delivered: its key has no value, so nothing is revealed.
+	none := request(app.ApprovalSpec{Keys: []string{"NONE"}})
+	ok(e.svc.Approve(ctx, ada, none, []string{"NONE"}))
+	ok(e.svc.Collect(ctx, bob, none))
+	denied := request(app.ApprovalSpec{Keys: []string{"S2"}})
+	ok(e.svc.Deny(ctx, ada, denied, "not today"))
+	request(app.ApprovalSpec{Keys: []string{"S3"}})                        // pending
+	request(app.ApprovalSpec{Keys: []string{"S4"}, TTL: time.Millisecond}) // expired below
+	// A sign-in request belongs to no organization.
+	anon := app.Request{Actor: domain.Actor{Kind: domain.ActorAnonymous, ID: "cli"}, ClientAddr: "198.51.100.7"}
+	ok3(e.svc.RequestApproval(ctx, anon, app.ApprovalSpec{Kind: domain.ApprovalLogin, PublicKey: pub}))
+
+	// Resealing, disabling the old key and expiring requests need the
+	// catalog: a second service, with the same KEK, follows the log.
+	st := ok(e.svc.KeysetStatus(ctx, ada, prod))
+	kek := ok(crypto.OpenKEK(ctx, st.KEK))
+	cat := app.NewCatalog()
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); cat.Run(cctx, e.store) }()
+	defer func() { cancel(); <-done }()
+	keeper := ok(app.New(app.Config{Store: e.store, Material: pgstore.New(e.pool), KEK: kek, Catalog: cat}))
+	ok(keeper.Reseal(ctx, prod))
+	for _, k := range st.Keys {
+		if !k.Primary {
+			ok(keeper.DisableKey(ctx, ada, prod, k.ID))
+		}
+	}
+	if n := ok(keeper.ExpireApprovals(ctx)); n != 1 {
+		t.Fatalf("expired %d requests, want 1", n)
+	}
 }
 
 func ok3[A, B any](a A, b B, err error) (A, B) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -50,6 +51,8 @@ type Projector struct {
 	projs []Projection
 	log   *slog.Logger
 
+	tail *tail
+
 	mu      sync.Mutex
 	applied map[string]uint64
 	changed chan struct{}
@@ -63,8 +66,11 @@ func New(cfg Config, projs ...Projection) *Projector {
 	if cfg.Batch <= 0 {
 		cfg.Batch = 2000
 	}
-	return &Projector{cfg: cfg, projs: projs, log: cfg.Logger, applied: map[string]uint64{}, changed: make(chan struct{})}
+	return &Projector{cfg: cfg, projs: projs, log: cfg.Logger, tail: newTail(cfg.Store, 20*cfg.Batch), applied: map[string]uint64{}, changed: make(chan struct{})}
 }
+
+// SetBatch changes the most events per delivered batch; call it before Run.
+func (p *Projector) SetBatch(n int) { p.cfg.Batch = n; p.tail.max = 20 * n }
 
 // Projections returns the registered projections.
 func (p *Projector) Projections() []Projection { return p.projs }
@@ -144,7 +150,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	router.AddMiddleware(middleware.Recoverer)
-	sub := newLogSubscriber(p.cfg.Pool, p.cfg.Store, p.cfg.Batch)
+	sub := newLogSubscriber(p.cfg.Pool, p.cfg.Store, p.tail, p.cfg.Batch)
 	for _, pr := range p.projs {
 		router.AddNoPublisherHandler(pr.Name(), pr.Name(), sub, p.handler(pr))
 	}
@@ -156,11 +162,23 @@ func (p *Projector) Run(ctx context.Context) error {
 // handler applies one delivered batch to a projection's live tables.
 func (p *Projector) handler(pr Projection) message.NoPublishHandlerFunc {
 	return func(msg *message.Message) error {
-		recs, err := decodeBatch(msg.Payload)
+		first, err1 := strconv.ParseUint(msg.Metadata.Get("first"), 10, 64)
+		last, err2 := strconv.ParseUint(msg.Metadata.Get("last"), 10, 64)
+		if err1 != nil || err2 != nil || last < first {
+			return fmt.Errorf("projections: malformed batch message %s", msg.UUID)
+		}
+		evs, err := p.tail.rangeOf(msg.Context(), first, last)
+		var ie *integrityError
+		if errors.As(err, &ie) {
+			halt(context.WithoutCancel(msg.Context()), p.cfg.Pool, pr.Name(), ie.msg)
+			p.log.Error("PROJECTION HALTED: the log failed an integrity check; it serves no newer data until rebuilt",
+				"projection", pr.Name(), "err", ie.msg)
+			return fmt.Errorf("%w: %s: %s", ErrHalted, pr.Name(), ie.msg)
+		}
 		if err != nil {
 			return err
 		}
-		pos, err := apply(msg.Context(), p.cfg.Pool, pr, liveNames, pr.Name(), recs)
+		pos, err := apply(msg.Context(), p.cfg.Pool, pr, liveNames, pr.Name(), evs)
 		if errors.Is(err, ErrHalted) {
 			p.log.Error("PROJECTION HALTED: the log failed an integrity check; it serves no newer data until rebuilt",
 				"projection", pr.Name(), "position", pos, "err", err)
@@ -200,5 +218,7 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= m.min && m.Handler.Enabled(ctx, l)
 }
 
-func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler { return minLevel{m.Handler.WithAttrs(a), m.min} }
-func (m minLevel) WithGroup(g string) slog.Handler      { return minLevel{m.Handler.WithGroup(g), m.min} }
+func (m minLevel) WithAttrs(a []slog.Attr) slog.Handler {
+	return minLevel{m.Handler.WithAttrs(a), m.min}
+}
+func (m minLevel) WithGroup(g string) slog.Handler { return minLevel{m.Handler.WithGroup(g), m.min} }

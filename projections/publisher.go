@@ -25,7 +25,7 @@ type PublisherConfig struct {
 	// (created if missing; default "stele-events": no dots, which stream
 	// names do not allow).
 	Stream string
-	Logger          watermill.LoggerAdapter
+	Logger watermill.LoggerAdapter
 }
 
 // Publisher publishes the log to outside consumers through Watermill's

@@ -45,7 +45,13 @@ func (p *Projector) Rebuild(ctx context.Context, name string) error {
 			return err
 		}
 	}
+	// Tables now, indexes once the bulk of the log is in (faster).
+	var indexes []string
 	for _, stmt := range pr.Create(shadowNames) {
+		if strings.HasPrefix(strings.TrimSpace(stmt), "CREATE INDEX") {
+			indexes = append(indexes, stmt)
+			continue
+		}
 		if _, err := tx.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("projections: create shadow of %s: %w", name, err)
 		}
@@ -84,6 +90,7 @@ func (p *Projector) Rebuild(ctx context.Context, name string) error {
 		}
 	}()
 	var pos uint64
+	var prev *eventstore.Hash
 	for pg := range pages {
 		if pg.err != nil {
 			return pg.err
@@ -91,11 +98,22 @@ func (p *Projector) Rebuild(ctx context.Context, name string) error {
 		if len(pg.recs) == 0 {
 			break
 		}
-		if pos, err = apply(ctx, p.cfg.Pool, pr, shadowNames, shadow, pg.recs); err != nil {
+		evs, err := decodeChecked(pg.recs, prev)
+		if err != nil {
 			return err
 		}
+		if pos, err = apply(ctx, p.cfg.Pool, pr, shadowNames, shadow, evs); err != nil {
+			return err
+		}
+		h := evs[len(evs)-1].Hash
+		prev = &h
 	}
 	cancel()
+	for _, stmt := range indexes {
+		if _, err := p.cfg.Pool.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("projections: index shadow of %s: %w", name, err)
+		}
+	}
 
 	// Swap.
 	tx, err = p.cfg.Pool.Begin(ctx)
@@ -114,7 +132,11 @@ func (p *Projector) Rebuild(ctx context.Context, name string) error {
 		if len(recs) == 0 {
 			break
 		}
-		if pos, err = applyTx(ctx, tx, pr, shadowNames, shadow, recs); err != nil {
+		evs, err := decodeChecked(recs, nil)
+		if err != nil {
+			return err
+		}
+		if pos, err = applyTx(ctx, tx, pr, shadowNames, shadow, evs); err != nil {
 			var ie *integrityError
 			if errors.As(err, &ie) {
 				return fmt.Errorf("%w: %s", ErrHalted, ie.msg)

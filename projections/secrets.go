@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -81,15 +82,24 @@ func secretKeyOf(stream string) (secretKey, bool) {
 func (Secrets) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) error {
 	// Which secrets and versions does the batch touch?
 	touched := map[secretKey]bool{}
+	var need []versionKey // existing versions the batch changes
 	for _, e := range batch {
-		if k, ok := secretKeyOf(e.StreamID); ok && e.Type != "secret.viewed" {
-			touched[k] = true
+		k, ok := secretKeyOf(e.StreamID)
+		if !ok || e.Type == "secret.viewed" {
+			continue
+		}
+		touched[k] = true
+		switch ev := e.Event.(type) {
+		case domain.SecretVersionDestroyed:
+			need = append(need, versionKey{k, int64(ev.Version)})
+		case domain.SecretResealed:
+			need = append(need, versionKey{k, int64(ev.Version)})
 		}
 	}
 	if len(touched) == 0 {
 		return nil
 	}
-	secrets, versions, err := loadSecrets(ctx, tx, n, touched)
+	secrets, versions, err := loadSecrets(ctx, tx, n, touched, need)
 	if err != nil {
 		return err
 	}
@@ -148,8 +158,14 @@ func (Secrets) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) err
 	return writeSecrets(ctx, tx, n, secrets, versions)
 }
 
-// loadSecrets reads the current rows of the touched secrets and their versions.
-func loadSecrets(ctx context.Context, tx pgx.Tx, n Names, touched map[secretKey]bool) (map[secretKey]*secretRow, map[secretKey]map[int64]*versionRow, error) {
+type versionKey struct {
+	secretKey
+	version int64
+}
+
+// loadSecrets reads the current rows of the touched secrets, and the
+// versions the batch changes.
+func loadSecrets(ctx context.Context, tx pgx.Tx, n Names, touched map[secretKey]bool, need []versionKey) (map[secretKey]*secretRow, map[secretKey]map[int64]*versionRow, error) {
 	var orgs, projects, envs, names []string
 	for k := range touched {
 		orgs, projects, envs, names = append(orgs, k.org), append(projects, k.project), append(envs, k.env), append(names, k.name)
@@ -176,9 +192,17 @@ func loadSecrets(ctx context.Context, tx pgx.Tx, n Names, touched map[secretKey]
 		return nil, nil, err
 	}
 	versions := map[secretKey]map[int64]*versionRow{}
-	rows, err = tx.Query(ctx, `SELECT v.org, v.project, v.env, v.name, version, key_id, ciphertext, destroyed, from_version, created_at, created_by, position
-		FROM `+n("proj_secret_versions")+` v JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS t(org, project, env, name)
-		USING (org, project, env, name)`, orgs, projects, envs, names)
+	if len(need) == 0 {
+		return secrets, versions, nil
+	}
+	orgs, projects, envs, names = nil, nil, nil, nil
+	var vs []int64
+	for _, v := range need {
+		orgs, projects, envs, names, vs = append(orgs, v.org), append(projects, v.project), append(envs, v.env), append(names, v.name), append(vs, v.version)
+	}
+	rows, err = tx.Query(ctx, `SELECT v.org, v.project, v.env, v.name, v.version, key_id, ciphertext, destroyed, from_version, created_at, created_by, position
+		FROM `+n("proj_secret_versions")+` v JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS t(org, project, env, name, version)
+		USING (org, project, env, name, version)`, orgs, projects, envs, names, vs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -238,33 +262,42 @@ func writeSecrets(ctx context.Context, tx pgx.Tx, n Names, secrets map[secretKey
 			return err
 		}
 	}
-	var v struct {
-		org, project, env, name, createdBy []string
-		version, keyID, from, position     []int64
-		ciphertext                         [][]byte
-		destroyed                          []bool
-		createdAt                          []time.Time
+	var fresh [][]any
+	var u struct {
+		org, project, env, name []string
+		version, keyID          []int64
+		ciphertext              [][]byte
+		destroyed               []bool
 	}
 	for k, vs := range versions {
 		for _, r := range vs {
-			if !r.dirty {
-				continue
+			switch {
+			case r.isNew:
+				fresh = append(fresh, []any{k.org, k.project, k.env, k.name, r.version, r.keyID, r.ciphertext, r.destroyed, r.from, r.createdAt, r.createdBy, r.position})
+			case r.dirty:
+				u.org, u.project, u.env, u.name = append(u.org, k.org), append(u.project, k.project), append(u.env, k.env), append(u.name, k.name)
+				u.version, u.keyID, u.ciphertext, u.destroyed = append(u.version, r.version), append(u.keyID, r.keyID), append(u.ciphertext, r.ciphertext), append(u.destroyed, r.destroyed)
 			}
-			v.org, v.project, v.env, v.name = append(v.org, k.org), append(v.project, k.project), append(v.env, k.env), append(v.name, k.name)
-			v.version, v.keyID, v.from, v.position = append(v.version, r.version), append(v.keyID, r.keyID), append(v.from, r.from), append(v.position, r.position)
-			v.ciphertext, v.destroyed, v.createdAt, v.createdBy = append(v.ciphertext, r.ciphertext), append(v.destroyed, r.destroyed), append(v.createdAt, r.createdAt), append(v.createdBy, r.createdBy)
 		}
 	}
-	if len(v.org) == 0 {
-		return nil
+	if len(fresh) > 0 {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{strings.Trim(n("proj_secret_versions"), `"`)}, versionColumns, pgx.CopyFromRows(fresh)); err != nil {
+			return err
+		}
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO `+n("proj_secret_versions")+` (org, project, env, name, version, key_id, ciphertext, destroyed, from_version, created_at, created_by, position)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::bool[], $9::bigint[],
-			$10::timestamptz[], $11::text[], $12::bigint[])
-		ON CONFLICT (org, project, env, name, version) DO UPDATE SET key_id = excluded.key_id, ciphertext = excluded.ciphertext, destroyed = excluded.destroyed`,
-		v.org, v.project, v.env, v.name, v.version, v.keyID, v.ciphertext, v.destroyed, v.from, v.createdAt, v.createdBy, v.position)
-	return err
+	if len(u.org) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE `+n("proj_secret_versions")+` AS v SET key_id = t.key_id, ciphertext = t.ciphertext, destroyed = t.destroyed
+			FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bytea[], $8::bool[])
+				AS t(org, project, env, name, version, key_id, ciphertext, destroyed)
+			WHERE (v.org, v.project, v.env, v.name, v.version) = (t.org, t.project, t.env, t.name, t.version)`,
+			u.org, u.project, u.env, u.name, u.version, u.keyID, u.ciphertext, u.destroyed); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+var versionColumns = []string{"org", "project", "env", "name", "version", "key_id", "ciphertext", "destroyed", "from_version", "created_at", "created_by", "position"}
 
 // tagsJSON encodes tags for the unnest of a batch upsert (PostgreSQL has
 // no ragged arrays); nil encodes as an empty array.

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -24,6 +23,7 @@ import (
 type logSubscriber struct {
 	pool  *pgxpool.Pool
 	store eventstore.Store
+	tail  *tail
 	batch int
 
 	mu      sync.Mutex
@@ -33,8 +33,8 @@ type logSubscriber struct {
 
 var _ message.Subscriber = (*logSubscriber)(nil)
 
-func newLogSubscriber(pool *pgxpool.Pool, store eventstore.Store, batch int) *logSubscriber {
-	return &logSubscriber{pool: pool, store: store, batch: batch, closing: make(chan struct{})}
+func newLogSubscriber(pool *pgxpool.Pool, store eventstore.Store, t *tail, batch int) *logSubscriber {
+	return &logSubscriber{pool: pool, store: store, tail: t, batch: batch, closing: make(chan struct{})}
 }
 
 // Subscribe implements message.Subscriber.
@@ -70,19 +70,26 @@ func (s *logSubscriber) deliver(ctx context.Context, topic string, out chan<- *m
 			pos, err = s.position(ctx, topic)
 			continue
 		}
-		recs, rerr := s.store.ReadAll(ctx, pos+1, s.batch)
-		if rerr != nil {
+		evs, rerr := s.tail.get(ctx, pos+1, s.batch)
+		var ie *integrityError
+		first, last := pos+1, pos
+		switch {
+		case errors.As(rerr, &ie):
+			last = first // deliver it: the handler halts the projection
+		case rerr != nil:
 			err = rerr
 			continue
-		}
-		if len(recs) == 0 {
+		case len(evs) == 0:
 			if _, werr := s.store.Wait(ctx, pos+1); werr != nil {
 				return
 			}
 			continue
+		default:
+			last = evs[len(evs)-1].Position
 		}
-		first, last := recs[0].Position, recs[len(recs)-1].Position
-		msg := message.NewMessage(topic+":"+strconv.FormatUint(first, 10)+"-"+strconv.FormatUint(last, 10), encodeBatch(recs))
+		// Claim check: the message names the events; the handler takes
+		// them, decoded and checked, from the shared tail.
+		msg := message.NewMessage(topic+":"+strconv.FormatUint(first, 10)+"-"+strconv.FormatUint(last, 10), nil)
 		msg.Metadata.Set("first", strconv.FormatUint(first, 10))
 		msg.Metadata.Set("last", strconv.FormatUint(last, 10))
 		msg.SetContext(ctx)
@@ -140,41 +147,4 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-// encodeBatch writes records as frames: a 4-byte length, then the stored
-// hash and the canonical encoding (the ledger format's E frame payload).
-func encodeBatch(recs []eventstore.Record) []byte {
-	var b []byte
-	for i := range recs {
-		size := eventstore.HashSize + eventstore.CanonicalSize(&recs[i])
-		b = binary.BigEndian.AppendUint32(b, uint32(size))
-		b = append(b, recs[i].Hash[:]...)
-		b = eventstore.AppendCanonical(b, &recs[i])
-	}
-	return b
-}
-
-// decodeBatch reads what encodeBatch wrote.
-func decodeBatch(b []byte) ([]eventstore.Record, error) {
-	var out []eventstore.Record
-	for len(b) > 0 {
-		if len(b) < 4 {
-			return nil, errors.New("projections: truncated batch")
-		}
-		n := binary.BigEndian.Uint32(b)
-		b = b[4:]
-		if uint64(n) > uint64(len(b)) || n < eventstore.HashSize {
-			return nil, errors.New("projections: truncated batch")
-		}
-		frame := b[:n]
-		b = b[n:]
-		r, err := eventstore.ParseCanonical(frame[eventstore.HashSize:])
-		if err != nil {
-			return nil, err
-		}
-		copy(r.Hash[:], frame[:eventstore.HashSize])
-		out = append(out, r)
-	}
-	return out, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/eventstore/postgres"
+	"stele.dev/stele/projections"
 	"stele.dev/stele/internal/pglocal"
 )
 
@@ -137,7 +138,10 @@ func migrateAll(ctx context.Context, pool *pgxpool.Pool) error {
 	if err := postgres.Migrate(ctx, pool); err != nil {
 		return err
 	}
-	return pgstore.Migrate(ctx, pool)
+	if err := pgstore.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	return projections.Migrate(ctx, pool)
 }
 
 // open is openStore for commands: it returns one function that closes

@@ -267,7 +267,7 @@ type verifyOutput struct {
 func newLedgerVerifyCmd() *cobra.Command {
 	var db dbFlags
 	var file, keyArg, trustedFile string
-	var asJSON bool
+	var asJSON, record bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the ledger: every hash, the chain, the Merkle tree and every signed checkpoint",
@@ -342,7 +342,11 @@ the reason are printed), 1 or 2 for other errors.`,
 					return usageError{errors.New("--checkpoint needs --key (the ledger records no key yet)")}
 				}
 				out.Source = "database"
-				rep, err = verify.Store(ctx, store, opts)
+				if record {
+					rep, err = recordVerificationWith(ctx, store, opts, "system:operator")
+				} else {
+					rep, err = verify.Store(ctx, store, opts)
+				}
 			}
 			var ve *verify.Error
 			if err != nil && !errors.As(err, &ve) {
@@ -374,6 +378,7 @@ the reason are printed), 1 or 2 for other errors.`,
 	cmd.Flags().StringVar(&keyArg, "key", "", "the ledger's public key (as printed by stele ledger key), or @FILE holding it")
 	cmd.Flags().StringVar(&trustedFile, "checkpoint", "", "a signed checkpoint kept outside the ledger that the log must contain")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.Flags().BoolVar(&record, "record", false, "append the outcome to the ledger as a ledger.verified event (database only)")
 	return cmd
 }
 

@@ -17,6 +17,9 @@ import (
 	"stele.dev/stele/api"
 	"stele.dev/stele/app"
 	"stele.dev/stele/crypto/pgstore"
+	"stele.dev/stele/domain"
+	"stele.dev/stele/eventstore/verify"
+	"stele.dev/stele/projections"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/eventstore/postgres"
@@ -28,8 +31,9 @@ type Server struct {
 	Addr   string // the address it listens on, once started
 	Store  *postgres.Store
 	Signer *checkpoint.Signer
-	App    *app.Service
-	Logger *slog.Logger
+	App       *app.Service
+	Projector *projections.Projector // nil with NoProjector
+	Logger    *slog.Logger
 
 	pool   *pgxpool.Pool
 	http   *http.Server
@@ -46,6 +50,13 @@ type ServerConfig struct {
 	CheckpointInterval time.Duration
 	// KeyMaintenance is how often key rotation and resealing are checked.
 	KeyMaintenance time.Duration
+	// NoProjector leaves the read models to another process
+	// (stele projections run); NATSURL also publishes the event stream.
+	NoProjector bool
+	NATSURL     string
+	// VerifyInterval is how often the whole ledger is verified (and the
+	// result recorded as a ledger.verified event); 0 disables it.
+	VerifyInterval time.Duration
 	Logger         *slog.Logger
 }
 
@@ -94,7 +105,37 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if cfg.KeyMaintenance <= 0 {
 		cfg.KeyMaintenance = time.Minute
 	}
-	s.wg.Add(3)
+	var projector *projections.Projector
+	closePub := func() {}
+	if !cfg.NoProjector {
+		if projector, closePub, err = newProjector(store, cfg.NATSURL, logger); err != nil {
+			cancel()
+			ln.Close()
+			return fail(err)
+		}
+		if _, err := projector.Setup(ctx); err != nil {
+			cancel()
+			ln.Close()
+			closePub()
+			return fail(err)
+		}
+	}
+	s.Projector = projector
+	s.wg.Add(5)
+	go func() {
+		defer s.wg.Done()
+		defer closePub()
+		if projector == nil {
+			return
+		}
+		for bg.Err() == nil {
+			if err := projector.Run(bg); err != nil && bg.Err() == nil {
+				logger.Error("projector stopped; restarting", "err", err)
+				time.Sleep(time.Second)
+			}
+		}
+	}()
+	go func() { defer s.wg.Done(); runVerifier(bg, store, signer, cfg.VerifyInterval, logger) }()
 	go func() { defer s.wg.Done(); cp.Run(bg, cfg.CheckpointInterval) }()
 	go func() {
 		defer s.wg.Done()
@@ -186,6 +227,9 @@ serves HTTP (/healthz, /readyz).`,
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on (default $STELE_LISTEN or 127.0.0.1:8080)")
 	cmd.Flags().DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 30*time.Second, "how often to sign a checkpoint while the ledger grows")
 	cmd.Flags().DurationVar(&cfg.KeyMaintenance, "key-maintenance-interval", time.Minute, "how often to check for due key rotations and unfinished reseals")
+	cmd.Flags().BoolVar(&cfg.NoProjector, "no-projector", false, "do not run the projector here (run stele projections run elsewhere)")
+	cmd.Flags().StringVar(&cfg.NATSURL, "nats-url", "", "publish the event stream to this NATS JetStream server (default $STELE_NATS_URL)")
+	cmd.Flags().DurationVar(&cfg.VerifyInterval, "verify-interval", 24*time.Hour, "how often to verify the whole ledger and record the result (0: never)")
 	addLogFlags(cmd, &logFormat, &logLevel)
 	return cmd
 }
@@ -204,4 +248,53 @@ Stele is running.
 Press Ctrl-C to stop.
 
 `, s.Addr, s.Signer.Verifier().String(), dbFlag)
+}
+
+// runVerifier verifies the whole ledger every interval (the first time an
+// interval after start) and records each outcome as a ledger.verified
+// event, so that the audit trail shows when the ledger was checked.
+func runVerifier(ctx context.Context, store *postgres.Store, signer *checkpoint.Signer, every time.Duration, logger *slog.Logger) {
+	if every <= 0 {
+		return
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := recordVerification(ctx, store, signer.Verifier(), "system:verifier"); err != nil && ctx.Err() == nil {
+			logger.Error("ledger verification", "err", err)
+		}
+	}
+}
+
+// recordVerification verifies the ledger and appends the outcome.
+func recordVerification(ctx context.Context, store *postgres.Store, key *checkpoint.Verifier, actor string) (verify.Report, error) {
+	return recordVerificationWith(ctx, store, verify.Options{Key: key}, actor)
+}
+
+func recordVerificationWith(ctx context.Context, store *postgres.Store, opts verify.Options, actor string) (verify.Report, error) {
+	rep, verr := verify.Store(ctx, store, opts)
+	var ve *verify.Error
+	if verr != nil && !errors.As(verr, &ve) {
+		return rep, verr
+	}
+	ev := domain.LedgerVerified{Events: rep.Events, Head: rep.Head.String(), Root: rep.Root.String(), Checkpoints: rep.Checkpoints,
+		OK: verr == nil, Seconds: rep.Duration.Seconds()}
+	if ve != nil {
+		ev.Failure = ve.Error()
+	}
+	data, err := domain.Encode(ev)
+	if err != nil {
+		return rep, err
+	}
+	_, err = store.Append(ctx, domain.LedgerStream, eventstore.Any, eventstore.Event{ID: eventstore.NewID(), Type: ev.EventType(), Data: data,
+		Metadata: eventstore.Metadata{Actor: actor, RequestID: "verify-" + randomHex(6)}})
+	if err != nil {
+		return rep, err
+	}
+	return rep, verr
 }
