@@ -18,8 +18,8 @@ import (
 
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/eventstore/postgres"
-	"stele.dev/stele/projections"
 	"stele.dev/stele/internal/pglocal"
+	"stele.dev/stele/projections"
 )
 
 // dbFlags is the database connection every ledger command takes.

@@ -155,4 +155,3 @@ func newProjectionsCmd() *cobra.Command {
 	cmd.AddCommand(status, rebuild, run)
 	return cmd
 }
-

@@ -18,19 +18,19 @@ import (
 	"stele.dev/stele/app"
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/domain"
-	"stele.dev/stele/eventstore/verify"
-	"stele.dev/stele/projections"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/eventstore/postgres"
+	"stele.dev/stele/eventstore/verify"
+	"stele.dev/stele/projections"
 )
 
 // Server is a running Stele server: database, ledger, checkpointer and
 // HTTP. Tests start one on 127.0.0.1:0.
 type Server struct {
-	Addr   string // the address it listens on, once started
-	Store  *postgres.Store
-	Signer *checkpoint.Signer
+	Addr      string // the address it listens on, once started
+	Store     *postgres.Store
+	Signer    *checkpoint.Signer
 	App       *app.Service
 	Projector *projections.Projector // nil with NoProjector
 	Logger    *slog.Logger
