@@ -152,7 +152,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	router.AddMiddleware(middleware.Recoverer)
 	sub := newLogSubscriber(p.cfg.Pool, p.cfg.Store, p.tail, p.cfg.Batch)
 	for _, pr := range p.projs {
-		router.AddNoPublisherHandler(pr.Name(), pr.Name(), sub, p.handler(pr))
+		router.AddConsumerHandler(pr.Name(), pr.Name(), sub, p.handler(pr))
 	}
 	err = router.Run(ctx)
 	sub.Close()

@@ -592,10 +592,14 @@ func TestSyntheticRebuildEqualsIncremental(t *testing.T) {
 		}
 	}
 	after := e.dump(t)
-	for table, rows := range before {
-		if len(rows) == 0 {
-			t.Errorf("table %s is empty", table)
+	for _, p := range []projections.Projection{projections.Directory{}, projections.AccessControl{}, projections.Keys{}, projections.Approvals{}} {
+		for _, table := range p.Tables() {
+			if len(before[table]) == 0 {
+				t.Errorf("table %s is empty", table)
+			}
 		}
+	}
+	for table, rows := range before {
 		if !slices.Equal(rows, after[table]) {
 			t.Errorf("table %s differs after a rebuild: %d rows before, %d after", table, len(rows), len(after[table]))
 		}

@@ -21,7 +21,7 @@ type Secrets struct{}
 var _ Projection = Secrets{}
 
 func (Secrets) Name() string     { return "secrets" }
-func (Secrets) Version() int     { return 1 }
+func (Secrets) Version() int     { return 2 }
 func (Secrets) Tables() []string { return []string{"proj_secrets", "proj_secret_versions"} }
 
 func (Secrets) Create(n Names) []string {
@@ -115,7 +115,10 @@ func (Secrets) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) err
 			s = &secretRow{key: k}
 			secrets[k] = s
 		}
-		s.dirty, s.updatedAt, s.updatedBy, s.position = true, at, by, pos
+		s.dirty, s.position = true, pos
+		if e.Type != "secret.resealed" { // resealing changes no one's secret
+			s.updatedAt, s.updatedBy = at, by
+		}
 		addVersion := func(v uint64, val domain.Sealed, from uint64) {
 			if versions[k] == nil {
 				versions[k] = map[int64]*versionRow{}
