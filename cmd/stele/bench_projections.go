@@ -29,14 +29,17 @@ type projectionBench struct {
 	Writers int `json:"writers"`
 	// Lag: from an update's commit to the moment every projection has
 	// applied it, while the writers append.
-	LagEvents      int     `json:"lag_events"`
-	AppendsPerSec  float64 `json:"appends_per_sec"`
-	LagP50ms       float64 `json:"lag_p50_ms"`
-	LagP99ms       float64 `json:"lag_p99_ms"`
-	LagMaxms       float64 `json:"lag_max_ms"`
-	Projections    int     `json:"projections"`
-	Backlog        int     `json:"backlog_events"`
-	CatchUpSeconds float64 `json:"catch_up_seconds"`
+	LagEvents     int     `json:"lag_events"`
+	AppendsPerSec float64 `json:"appends_per_sec"`
+	// AppendsAlonePerSec: the same writers with no projector running,
+	// measured first in the same run, to show what projecting costs.
+	AppendsAlonePerSec float64 `json:"appends_alone_per_sec"`
+	LagP50ms           float64 `json:"lag_p50_ms"`
+	LagP99ms           float64 `json:"lag_p99_ms"`
+	LagMaxms           float64 `json:"lag_max_ms"`
+	Projections        int     `json:"projections"`
+	Backlog            int     `json:"backlog_events"`
+	CatchUpSeconds     float64 `json:"catch_up_seconds"`
 	// CatchUpEventsPerSec: events per second through every projection at
 	// once when the projector starts behind by Backlog events.
 	CatchUpEventsPerSec float64 `json:"live_catch_up_events_per_sec"`
@@ -54,8 +57,9 @@ func newBenchProjectionsCmd() *cobra.Command {
 		Use:   "projections",
 		Short: "Measure projection lag under write load, catch-up and rebuild speed",
 		Long: `In a scratch schema: --writers callers update secrets through the
-application layer while the projector runs, and the lag from each commit
-to the moment every projection has applied it is measured (p50, p99).
+application layer, first alone, then while the projector runs, and the
+lag from each commit to the moment every projection has applied it is
+measured (p50, p99).
 Then the projector stops, --backlog more updates are appended, and the
 projector's catch-up is timed. Finally each projection is rebuilt from
 position 0, timed, beside pgx CopyFrom of as many ledger rows.`,
@@ -166,6 +170,13 @@ func benchProjections(ctx context.Context, pool *pgxpool.Pool, writers, updates,
 		return <-errs
 	}
 
+	// The writers alone.
+	start := time.Now()
+	if err := write(updates, nil); err != nil {
+		return res, err
+	}
+	res.AppendsAlonePerSec = math.Round(float64(updates) / time.Since(start).Seconds())
+
 	// Lag under load.
 	projs := projections.All()
 	res.Projections = len(projs)
@@ -207,7 +218,7 @@ func benchProjections(ctx context.Context, pool *pgxpool.Pool, writers, updates,
 		stop()
 		return res, err
 	}
-	start := time.Now()
+	start = time.Now()
 	err = write(updates, func(pos uint64) {
 		mu.Lock()
 		if pos > done {
