@@ -150,3 +150,44 @@ func TestWhoCouldReadAndWhoRead(t *testing.T) {
 		t.Fatalf("access at %d: %+v", before, acc)
 	}
 }
+
+// Values at a point in time: the history names the version a secret had,
+// and only a caller allowed to reveal it reads that version's value, which
+// appends a secret.viewed event of its own.
+func TestValueAtAPointInTime(t *testing.T) {
+	e := newEnv(t)
+	e.start(t)
+	h := projections.History{Pool: e.pool, Store: e.store, Wait: time.Second}
+	eve := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "eve"}}
+	ok(e.svc.CreateOrganization(ctx, ada, "acme", "Acme"))
+	ok(e.svc.CreateProject(ctx, ada, "acme", "web", "Web"))
+	ok(e.svc.CreateEnvironment(ctx, ada, prod, app.EnvSpec{Production: true}))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "bob", domain.RoleDeveloper, "web"))
+	ok(e.svc.GrantRole(ctx, ada, "acme", "eve", domain.RoleViewer, ""))
+	ref := domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "DB_URL"}
+	ok(e.svc.SetSecret(ctx, ada, ref, app.SetSecret{Value: []byte("postgres://old")}))
+	then := ok(e.store.Head(ctx)).Position
+	ok(e.svc.SetSecret(ctx, ada, ref, app.SetSecret{Value: []byte("postgres://new")}))
+	e.caughtUp(t)
+
+	at := ok(h.SecretsAt(ctx, "acme", "web", "production", then))
+	if len(at) != 1 || at[0].Name != "DB_URL" || at[0].Version != 1 {
+		t.Fatalf("secrets at %d: %+v", then, at)
+	}
+	before := ok(e.store.Head(ctx)).Position
+	if _, err := e.svc.RevealSecret(ctx, eve, ref, at[0].Version, "audit", domain.ChannelAPI); !errors.Is(err, domain.ErrForbidden) {
+		t.Fatalf("a viewer revealed a value: %v", err)
+	}
+	if p := ok(e.store.Head(ctx)).Position; p != before {
+		t.Fatalf("a refused reveal appended %d events", p-before)
+	}
+	got := ok(e.svc.RevealSecret(ctx, bob, ref, at[0].Version, "incident review", domain.ChannelAPI))
+	if string(got.Value) != "postgres://old" || got.Version != 1 {
+		t.Fatalf("value at %d: %q version %d", then, got.Value, got.Version)
+	}
+	rec := ok(e.store.ReadAll(ctx, got.Position, 1))[0]
+	ev := ok(domain.Decode(rec.Type, rec.Data))
+	if v, isView := ev.(domain.SecretViewed); !isView || v.Version != 1 || v.Reason != "incident review" || rec.Metadata.Actor != "user:bob" {
+		t.Fatalf("the reveal recorded %s %+v by %s", rec.Type, ev, rec.Metadata.Actor)
+	}
+}
