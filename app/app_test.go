@@ -419,7 +419,7 @@ func TestTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(tok.Secret, "stele_"+tok.ID+"_") {
+	if !strings.HasPrefix(tok.Secret, "stele_tok_acme."+tok.ID+".") {
 		t.Fatalf("token secret %q", tok.Secret)
 	}
 	ci := app.Request{Actor: domain.Actor{Kind: domain.ActorToken, ID: tok.ID}}

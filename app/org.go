@@ -91,7 +91,7 @@ func (s *Service) IssueToken(ctx context.Context, req Request, org string, spec 
 		return IssuedToken{}, Result{}, err
 	}
 	t := IssuedToken{ID: hex.EncodeToString(idb[:]), ExpiresAt: s.now().Add(spec.TTL).UTC().Truncate(time.Second)}
-	t.Secret = "stele_" + t.ID + "_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	t.Secret = tokenPrefix + org + "." + t.ID + "." + base64.RawURLEncoding.EncodeToString(raw[:])
 	res, err := s.orgCommand(ctx, req, org, "issue token "+spec.Name, domain.IssueToken{TokenID: t.ID, Name: spec.Name, Role: spec.Role,
 		Project: spec.Project, Environments: spec.Environments, ExpiresAt: t.ExpiresAt, SecretHash: TokenSecretHash(t.Secret)})
 	if err != nil {

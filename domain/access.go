@@ -140,6 +140,9 @@ func System(job string) Principal {
 	return Principal{Actor: Actor{Kind: ActorSystem, ID: job}, Role: RoleOwner}
 }
 
+// Require fails with a *ForbiddenError unless p may do perm.
+func (p Principal) Require(perm Permission) error { return p.require(perm) }
+
 // require fails with a *ForbiddenError unless p may do perm.
 func (p Principal) require(perm Permission) error {
 	if p.Actor.IsZero() {

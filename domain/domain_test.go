@@ -117,6 +117,18 @@ func TestOrganization(t *testing.T) {
 	cases := []orgScenario{
 		{scenario: scenario{name: "a person creates an organization and owns it", when: CreateOrganization{ID: "acme", Name: "Acme"}, then: created}, actor: ada},
 		{scenario: scenario{name: "a token cannot create an organization", when: CreateOrganization{ID: "acme", Name: "Acme"}, err: ErrForbidden}, actor: ci},
+		{scenario: scenario{name: "a person cannot create an organization for someone else", when: CreateOrganization{ID: "acme", Name: "Acme", Owner: "bob"}, err: ErrInvalid}, actor: ada},
+		{scenario: scenario{name: "Stele creates an organization with a person as owner", when: CreateOrganization{ID: "acme", Name: "Acme", Owner: "ada@example.com"},
+			then: []Event{OrganizationCreated{OrgID: "acme", Name: "Acme", Owner: "ada@example.com"}, RoleGranted{UserID: "ada@example.com", Role: RoleOwner}}},
+			actor: Actor{Kind: ActorSystem, ID: "bootstrap"}},
+		{scenario: scenario{name: "Stele creates an organization no person owns yet", when: CreateOrganization{ID: "acme", Name: "Acme"},
+			then: []Event{OrganizationCreated{OrgID: "acme", Name: "Acme"}}}, actor: Actor{Kind: ActorSystem, ID: "bootstrap"}},
+		{scenario: scenario{name: "an owner named by Stele must be a user id", when: CreateOrganization{ID: "acme", Name: "Acme", Owner: "Ada Lovelace"}, err: ErrInvalid},
+			actor: Actor{Kind: ActorSystem, ID: "bootstrap"}},
+		{scenario: scenario{name: "people are known by e-mail address", given: created, when: GrantRole{UserID: "grace.hopper+ops@example.com", Role: RoleViewer},
+			then: []Event{RoleGranted{UserID: "grace.hopper+ops@example.com", Role: RoleViewer}}}, actor: ada},
+		{scenario: scenario{name: "user ids are lowercase addresses or identifiers", given: created, when: GrantRole{UserID: "Grace@Example.com", Role: RoleViewer}, err: ErrInvalid}, actor: ada},
+		{scenario: scenario{name: "a user id has no colon", given: created, when: GrantRole{UserID: "a:b@example.com", Role: RoleViewer}, err: ErrInvalid}, actor: ada},
 		{scenario: scenario{name: "an organization id is a slug", when: CreateOrganization{ID: "Acme Inc", Name: "Acme"}, err: ErrInvalid}, actor: ada},
 		{scenario: scenario{name: "an organization exists once", given: created, when: CreateOrganization{ID: "acme", Name: "Acme"}, err: ErrAlreadyExists}, actor: ada},
 		{scenario: scenario{name: "commands on a missing organization", when: RenameOrganization{Name: "x"}, err: ErrNotFound}, actor: ada},
@@ -194,8 +206,9 @@ func TestOrganizationAccess(t *testing.T) {
 	for _, c := range cases {
 		p, err := o.Access(c.actor, c.project, c.env, c.now)
 		if c.role == RoleNone {
-			if !errors.Is(err, ErrForbidden) {
-				t.Errorf("%s in %s/%s at %s: %v, want forbidden", c.actor, c.project, c.env, c.now, err)
+			var fe *ForbiddenError
+			if !errors.As(err, &fe) || !fe.Outsider {
+				t.Errorf("%s in %s/%s at %s: %v, want forbidden as an outsider", c.actor, c.project, c.env, c.now, err)
 			}
 			continue
 		}
@@ -438,5 +451,62 @@ func TestNamesAndActors(t *testing.T) {
 	}
 	if !RoleOwner.Can(PermDestroyKey) || RoleAdmin.Can(PermDestroyKey) || !RoleDeveloper.Can(PermRevealValue) || RoleViewer.Can(PermRevealValue) || RoleViewer.Can(PermWriteSecret) {
 		t.Error("permission table")
+	}
+}
+
+func TestSession(t *testing.T) {
+	start := StartSession{SessionID: "s1", User: "ada@example.com", Method: SessionOIDC, Issuer: "https://id.example.com",
+		ExpiresAt: t0.Add(12 * time.Hour), SecretHash: hash, Now: t0}
+	started := SessionStarted{SessionID: "s1", User: "ada@example.com", Method: SessionOIDC, Issuer: "https://id.example.com",
+		ExpiresAt: t0.Add(12 * time.Hour), SecretHash: hash}
+	person := Actor{Kind: ActorUser, ID: "ada@example.com"}
+	system := Actor{Kind: ActorSystem, ID: "signin"}
+	with := func(c func(*StartSession)) StartSession { s := start; c(&s); return s }
+	cases := []struct {
+		scenario
+		actor Actor
+	}{
+		{scenario{name: "a person signs in", when: start, then: []Event{started}}, person},
+		{scenario{name: "Stele signs a person in", when: start, then: []Event{started}}, system},
+		{scenario{name: "nobody signs in for someone else", when: start, err: ErrForbidden}, Actor{Kind: ActorUser, ID: "eve@example.com"}},
+		{scenario{name: "a token cannot start a session", when: start, err: ErrForbidden}, ci},
+		{scenario{name: "a session id is used once", given: []Event{started}, when: start, err: ErrAlreadyExists}, person},
+		{scenario{name: "an OpenID session names its issuer", when: with(func(s *StartSession) { s.Issuer = "" }), err: ErrInvalid}, person},
+		{scenario{name: "a CLI session names its approval", when: with(func(s *StartSession) { s.Method, s.Issuer = SessionCLI, "" }), err: ErrInvalid}, person},
+		{scenario{name: "an unknown method", when: with(func(s *StartSession) { s.Method = "password" }), err: ErrInvalid}, person},
+		{scenario{name: "a session must expire", when: with(func(s *StartSession) { s.ExpiresAt = t0.Add(100 * 24 * time.Hour) }), err: ErrInvalid}, person},
+		{scenario{name: "a session stores a hash", when: with(func(s *StartSession) { s.SecretHash = "secret" }), err: ErrInvalid}, person},
+		{scenario{name: "a person signs out", given: []Event{started}, when: EndSession{Reason: "signed out"},
+			then: []Event{SessionEnded{By: "user:ada@example.com", Reason: "signed out"}}}, person},
+		{scenario{name: "signing out twice changes nothing", given: []Event{started, SessionEnded{By: "user:ada@example.com"}}, when: EndSession{}}, person},
+		{scenario{name: "nobody else ends a session", given: []Event{started}, when: EndSession{}, err: ErrForbidden}, Actor{Kind: ActorUser, ID: "eve@example.com"}},
+		{scenario{name: "ending a missing session", when: EndSession{}, err: ErrNotFound}, person},
+	}
+	for _, c := range cases {
+		s := NewSession()
+		for _, e := range c.given {
+			s.Apply(e)
+		}
+		got, err := s.Handle(c.actor, c.when)
+		check(t, c.scenario, got, err)
+	}
+
+	s := NewSession()
+	s.Apply(started)
+	if err := s.Check(hash, t0); err != nil {
+		t.Fatalf("a valid session: %v", err)
+	}
+	if err := s.Check(strings.Repeat("cd", 32), t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a wrong secret: %v", err)
+	}
+	if err := s.Check(hash, t0.Add(12*time.Hour)); !errors.Is(err, ErrExpired) {
+		t.Fatalf("an expired session: %v", err)
+	}
+	s.Apply(SessionEnded{By: "user:ada@example.com"})
+	if err := s.Check(hash, t0); !errors.Is(err, ErrExpired) {
+		t.Fatalf("an ended session: %v", err)
+	}
+	if err := NewSession().Check(hash, t0); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a missing session: %v", err)
 	}
 }

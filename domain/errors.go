@@ -45,6 +45,11 @@ type ForbiddenError struct {
 	Actor      Actor
 	Permission Permission
 	Reason     string
+	// Outsider is true when the actor has no access at all to the scope
+	// (another tenant's organization, a project or environment its token
+	// does not cover): an API answers as if the scope did not exist, so
+	// that its existence does not leak.
+	Outsider bool
 }
 
 func (e *ForbiddenError) Error() string {

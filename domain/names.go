@@ -24,7 +24,28 @@ var (
 	secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	slugRE       = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
 	idRE         = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+	// emailRE is deliberately narrow: the address forms that identity
+	// providers verify in practice, lowercase, with no quoting, spaces or
+	// colons (the actor text form splits on the first colon).
+	emailRE = regexp.MustCompile(`^[a-z0-9.!#$%&'*+/=?^_{|}~-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$`)
 )
+
+// MaxUserIDLen bounds a user id (an e-mail address is at most 254 bytes).
+const MaxUserIDLen = 254
+
+// ValidUserID reports whether s can name a person: an identifier (see
+// ValidID) or a lowercase e-mail address, which is how people signed in
+// through OpenID Connect are known.
+func ValidUserID(s string) bool {
+	return ValidID(s) || (len(s) <= MaxUserIDLen && emailRE.MatchString(s))
+}
+
+func checkUserID(field, s string) error {
+	if !ValidUserID(s) {
+		return invalid(field, "%q: want an identifier or a lowercase e-mail address", clip(s))
+	}
+	return nil
+}
 
 // ValidSecretName reports whether s is a valid secret name: a letter or
 // underscore, then letters, digits or underscores, at most 128 bytes.

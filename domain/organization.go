@@ -15,7 +15,9 @@ const MaxTokenLifetime = 366 * 24 * time.Hour
 // Organization events.
 type (
 	// OrganizationCreated opens a tenant; Owner is the user who created it
-	// (and is granted the owner role by the RoleGranted that follows).
+	// (and is granted the owner role by the RoleGranted that follows), or
+	// the person Stele made its owner, or empty when Stele created it with
+	// no person owning it yet (its first owner is then a service token).
 	OrganizationCreated struct {
 		OrgID string `json:"org_id"`
 		Name  string `json:"name"`
@@ -74,10 +76,14 @@ func init() {
 // Organization commands.
 type (
 	// CreateOrganization: ID is also the organization's slug, unique and
-	// permanent; its stream must not exist yet.
+	// permanent; its stream must not exist yet. A person who creates an
+	// organization owns it. Stele itself (a system actor, when a server
+	// starts on an empty ledger) may create one owned by Owner, or by no
+	// person yet when Owner is empty.
 	CreateOrganization struct {
-		ID   string
-		Name string
+		ID    string
+		Name  string
+		Owner string
 	}
 	RenameOrganization struct{ Name string }
 	GrantRole          struct {
@@ -234,8 +240,10 @@ func (o *Organization) Apply(e Event) {
 // scope until they expire or are revoked; Stele's own jobs are owners. It
 // returns a *ForbiddenError when the actor has no access there.
 func (o *Organization) Access(actor Actor, project, env string, now time.Time) (Principal, error) {
+	// Every denial here means the actor has no access to the scope at
+	// all: callers answer as if it did not exist (Outsider).
 	deny := func(reason string) (Principal, error) {
-		return Principal{}, &ForbiddenError{Actor: actor, Permission: Permission("act in " + o.scopeName(project, env)), Reason: reason}
+		return Principal{}, &ForbiddenError{Actor: actor, Permission: Permission("act in " + o.scopeName(project, env)), Reason: reason, Outsider: true}
 	}
 	if !o.Exists() {
 		return deny("no such organization")
@@ -334,7 +342,20 @@ func (o *Organization) create(actor Actor, c CreateOrganization) ([]Event, error
 	if o.Exists() {
 		return nil, stateErr(ErrAlreadyExists, "organization %s already exists", o.id)
 	}
-	if actor.Kind != ActorUser {
+	owner := actor.ID
+	switch actor.Kind {
+	case ActorUser:
+		if c.Owner != "" && c.Owner != actor.ID {
+			return nil, invalid("owner", "a person creating an organization owns it")
+		}
+	case ActorSystem:
+		owner = c.Owner
+		if owner != "" {
+			if err := checkUserID("owner", owner); err != nil {
+				return nil, err
+			}
+		}
+	default:
 		return nil, &ForbiddenError{Actor: actor, Permission: PermCreateOrg, Reason: "only people create organizations"}
 	}
 	if err := checkSlug("organization id", c.ID); err != nil {
@@ -343,10 +364,11 @@ func (o *Organization) create(actor Actor, c CreateOrganization) ([]Event, error
 	if err := checkName("name", c.Name); err != nil {
 		return nil, err
 	}
-	return []Event{
-		OrganizationCreated{OrgID: c.ID, Name: c.Name, Owner: actor.ID},
-		RoleGranted{UserID: actor.ID, Role: RoleOwner},
-	}, nil
+	evs := []Event{OrganizationCreated{OrgID: c.ID, Name: c.Name, Owner: owner}}
+	if owner != "" {
+		evs = append(evs, RoleGranted{UserID: owner, Role: RoleOwner})
+	}
+	return evs, nil
 }
 
 func (o *Organization) grant(actor Actor, now time.Time, c GrantRole) ([]Event, error) {
@@ -357,7 +379,7 @@ func (o *Organization) grant(actor Actor, now time.Time, c GrantRole) ([]Event, 
 	if err := p.require(PermManageMembers); err != nil {
 		return nil, err
 	}
-	if err := checkID("user id", c.UserID); err != nil {
+	if err := checkUserID("user id", c.UserID); err != nil {
 		return nil, err
 	}
 	if c.Project != "" {
