@@ -177,7 +177,9 @@ func (s *Service) EndSession(ctx context.Context, req Request, sessionID, reason
 	}
 	res, _, err := s.execute(ctx, req, command{stream: domain.SessionStream(sessionID), mk: newSessionAgg,
 		name: "end session", target: sessionID,
-		decide: func(a aggregate) ([]domain.Event, error) { return a.(*domain.Session).Handle(req.Actor, domain.EndSession{Reason: reason}) }})
+		decide: func(a aggregate) ([]domain.Event, error) {
+			return a.(*domain.Session).Handle(req.Actor, domain.EndSession{Reason: reason})
+		}})
 	return res, err
 }
 
