@@ -111,4 +111,8 @@ var (
 	ErrShownOnce = errors.New("the token was issued by an earlier attempt with this idempotency key; its secret was shown then and cannot be shown again")
 	// ErrBusy: a command kept conflicting with concurrent writers.
 	ErrBusy = errors.New("too many concurrent changes; try again")
+	// ErrUnavailable: the ledger could not be read or could not take an
+	// event (the database is down or refuses writes). Nothing was done:
+	// in particular no value was revealed.
+	ErrUnavailable = errors.New("the ledger is unavailable")
 )

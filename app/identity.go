@@ -216,3 +216,12 @@ func (s *Service) Bootstrap(ctx context.Context, org, name, owner string, ttl ti
 	tok, _, err = s.IssueToken(ctx, req, org, TokenSpec{Name: "bootstrap", Role: domain.RoleOwner, TTL: ttl})
 	return tok, err == nil, err
 }
+
+// Head returns the log's head position.
+func (s *Service) Head(ctx context.Context) (uint64, error) {
+	h, err := s.store.Head(ctx)
+	if err != nil {
+		return 0, unavailable(err)
+	}
+	return h.Position, nil
+}

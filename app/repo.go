@@ -86,7 +86,7 @@ func (s *Service) reload(ctx context.Context, e *entry, stream string) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			return unavailable(err)
 		}
 		for _, r := range recs {
 			ev, err := domain.Decode(r.Type, r.Data)
@@ -218,7 +218,16 @@ func (s *Service) appendDecided(ctx context.Context, req Request, e *entry, stre
 	case errors.Is(err, eventstore.ErrConflict):
 		return Result{}, fmt.Errorf("%w: %v", errConflict, err)
 	}
-	return Result{}, err
+	return Result{}, unavailable(err)
+}
+
+// unavailable marks an error of the store as the ledger being unable to
+// serve, unless the caller gave up first.
+func unavailable(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, eventstore.ErrInvalid) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
 func (s *Service) metadata(req Request, tenant string) eventstore.Metadata {

@@ -23,6 +23,10 @@ var (
 	// ErrState: the command does not fit the aggregate's state (an
 	// approval already decided or delivered, a key that is the primary, …).
 	ErrState = errors.New("not allowed in the current state")
+	// ErrApprovalRequired: the environment's policy lets this happen only
+	// through an approved request (errors matching it also match
+	// ErrForbidden).
+	ErrApprovalRequired = errors.New("approval required")
 )
 
 // ValidationError names the field of a command that is malformed.

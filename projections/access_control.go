@@ -19,7 +19,7 @@ type AccessControl struct{}
 var _ Projection = AccessControl{}
 
 func (AccessControl) Name() string     { return "access_control" }
-func (AccessControl) Version() int     { return 1 }
+func (AccessControl) Version() int     { return 2 }
 func (AccessControl) Tables() []string { return []string{"proj_members", "proj_tokens"} }
 
 func (AccessControl) Create(n Names) []string {
@@ -31,6 +31,7 @@ func (AccessControl) Create(n Names) []string {
 			granted_by text NOT NULL, granted_at timestamptz NOT NULL, position bigint NOT NULL,
 			PRIMARY KEY (org, project, user_id))`,
 		`CREATE INDEX ON ` + m + ` (org, user_id)`,
+		`CREATE INDEX ON ` + m + ` (user_id)`, // a person's organizations
 		`CREATE TABLE ` + t + ` (
 			org text NOT NULL, token_id text NOT NULL, name text NOT NULL, role text NOT NULL,
 			project text NOT NULL, environments text[] NOT NULL, expires_at timestamptz NOT NULL,

@@ -283,6 +283,18 @@ func (r *Reader) Members(ctx context.Context, org string) ([]Member, error) {
 		FROM `+liveNames("proj_members")+` WHERE `+w.String()+` ORDER BY user_id, project`, w.args...)
 }
 
+// MembershipsOf returns every role a person holds, in every organization,
+// by organization then project. It is the one read not scoped to one
+// organization: it answers "which organizations am I in" for that person
+// alone.
+func (r *Reader) MembershipsOf(ctx context.Context, user string) ([]Member, error) {
+	if user == "" {
+		return nil, errors.New("projections: no user")
+	}
+	return collect[Member](ctx, r.pool, `SELECT org, user_id, project, role, granted_by, granted_at
+		FROM `+liveNames("proj_members")+` WHERE user_id = $1 ORDER BY org, project`, user)
+}
+
 // Token is a service token, without its secret's hash.
 type Token struct {
 	Org          string     `json:"org" db:"org"`

@@ -26,9 +26,15 @@ type Status struct {
 	LagMillis int64 `json:"lag_ms"`
 }
 
+// LogReader is the part of the log that statuses read.
+type LogReader interface {
+	Head(ctx context.Context) (eventstore.Head, error)
+	ReadAll(ctx context.Context, from uint64, limit int) ([]eventstore.Record, error)
+}
+
 // Statuses returns every projection's status (shadow rebuilds included,
 // named "<projection>#next"), against the log's head.
-func Statuses(ctx context.Context, pool *pgxpool.Pool, store eventstore.Store, now time.Time) ([]Status, error) {
+func Statuses(ctx context.Context, pool *pgxpool.Pool, store LogReader, now time.Time) ([]Status, error) {
 	head, err := store.Head(ctx)
 	if err != nil {
 		return nil, err

@@ -2,17 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"stele.dev/stele/api"
 	"stele.dev/stele/app"
@@ -33,7 +36,13 @@ type Server struct {
 	Signer    *checkpoint.Signer
 	App       *app.Service
 	Projector *projections.Projector // nil with NoProjector
+	API       *api.Server
 	Logger    *slog.Logger
+	TLS       bool // serving HTTPS
+	// BootstrapToken is the owner token made on an empty ledger (shown
+	// once), written to BootstrapFile.
+	BootstrapToken string
+	BootstrapFile  string
 
 	pool   *pgxpool.Pool
 	http   *http.Server
@@ -57,7 +66,49 @@ type ServerConfig struct {
 	// VerifyInterval is how often the whole ledger is verified (and the
 	// result recorded as a ledger.verified event); 0 disables it.
 	VerifyInterval time.Duration
-	Logger         *slog.Logger
+	// API is the HTTP API's configuration (sign-in, TLS, limits).
+	API    apiFlags
+	Logger *slog.Logger
+}
+
+// apiFlags configure the HTTP API.
+type apiFlags struct {
+	PublicURL        string
+	TLSCert, TLSKey  string
+	TrustProxy       bool
+	DevSignIn        bool
+	OIDCIssuer       string
+	OIDCClientID     string
+	OIDCClientSecret string
+	BootstrapOrg     string
+	BootstrapOwner   string
+	RatePerSecond    float64
+}
+
+func (f *apiFlags) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.PublicURL, "public-url", "", "the URL people and clients reach the server by, e.g. https://stele.example.com (default $STELE_PUBLIC_URL, or taken from each request)")
+	fs.StringVar(&f.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM; with --tls-key)")
+	fs.StringVar(&f.TLSKey, "tls-key", "", "the certificate's private key (PEM)")
+	fs.BoolVar(&f.TrustProxy, "trust-proxy", false, "take client addresses from X-Forwarded-For and treat the server as reached over TLS (only behind a proxy that sets it)")
+	fs.BoolVar(&f.DevSignIn, "dev-sign-in", false, "DEVELOPMENT ONLY: a sign-in page that trusts any name typed in; every response says it is enabled")
+	fs.StringVar(&f.OIDCIssuer, "oidc-issuer", "", "OpenID Connect issuer URL for people's sign-in (default $STELE_OIDC_ISSUER)")
+	fs.StringVar(&f.OIDCClientID, "oidc-client-id", "", "OpenID Connect client id (default $STELE_OIDC_CLIENT_ID)")
+	fs.StringVar(&f.OIDCClientSecret, "oidc-client-secret", "", "OpenID Connect client secret, if the client has one (default $STELE_OIDC_CLIENT_SECRET; prefer the variable: arguments show in ps)")
+	fs.StringVar(&f.BootstrapOrg, "bootstrap-org", "default", "on an empty ledger, create this organization and an owner token for it")
+	fs.StringVar(&f.BootstrapOwner, "bootstrap-owner", "", "on an empty ledger, make this person (an e-mail address) the first organization's owner (default $STELE_BOOTSTRAP_OWNER)")
+	fs.Float64Var(&f.RatePerSecond, "rate-limit", 100, "requests per second allowed to each token, session or anonymous address (bursts of twice as many)")
+}
+
+func (f *apiFlags) fromEnv() {
+	for _, v := range []struct {
+		dst *string
+		env string
+	}{{&f.PublicURL, "STELE_PUBLIC_URL"}, {&f.OIDCIssuer, "STELE_OIDC_ISSUER"}, {&f.OIDCClientID, "STELE_OIDC_CLIENT_ID"},
+		{&f.OIDCClientSecret, "STELE_OIDC_CLIENT_SECRET"}, {&f.BootstrapOwner, "STELE_BOOTSTRAP_OWNER"}} {
+		if *v.dst == "" {
+			*v.dst = os.Getenv(v.env)
+		}
+	}
 }
 
 // StartServer connects to the database, migrates it, opens the ledger,
@@ -95,10 +146,39 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return fail(err)
 	}
 	s := &Server{Addr: ln.Addr().String(), Store: store, Signer: signer, App: svc, Logger: logger, pool: pool, ln: ln}
+	if s.BootstrapToken, s.BootstrapFile, err = bootstrap(ctx, svc, &cfg, logger); err != nil {
+		cancel()
+		ln.Close()
+		return fail(err)
+	}
+	apiCfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Ready: s, Logger: logger,
+		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
+		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond)}
+	if cfg.API.OIDCIssuer != "" {
+		apiCfg.OIDC = &api.OIDCConfig{Issuer: cfg.API.OIDCIssuer, ClientID: cfg.API.OIDCClientID, ClientSecret: cfg.API.OIDCClientSecret}
+	}
+	handler, err := api.New(apiCfg)
+	if err != nil {
+		cancel()
+		ln.Close()
+		return fail(err)
+	}
+	s.API = handler
 	s.http = &http.Server{
-		Handler:           api.NewRouter(api.Config{Ready: s, Logger: logger}),
+		Handler:           handler.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cfg.API.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.API.TLSCert, cfg.API.TLSKey)
+		if err != nil {
+			cancel()
+			ln.Close()
+			return fail(fmt.Errorf("TLS certificate: %w", err))
+		}
+		s.http.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		s.TLS = true
 	}
 	s.cancel = cancel
 	cp := &checkpoint.Checkpointer{Store: store, Signer: signer, StateFile: checkpointStateFile(&cfg.Keys, cfg.DB.dev), Logger: logger}
@@ -148,7 +228,11 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}()
 	go func() {
 		defer s.wg.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return s.http.Serve(ln) }
+		if s.TLS {
+			serve = func() error { return s.http.ServeTLS(ln, "", "") }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server stopped", "err", err)
 		}
 	}()
@@ -211,12 +295,22 @@ serves HTTP (/healthz, /readyz).`,
 			if v := os.Getenv("STELE_LISTEN"); v != "" && !cmd.Flags().Changed("listen") {
 				cfg.Listen = v
 			}
+			cfg.API.fromEnv()
+			if (cfg.API.TLSCert == "") != (cfg.API.TLSKey == "") {
+				return usageError{errors.New("--tls-cert and --tls-key go together")}
+			}
+			if (cfg.API.OIDCIssuer == "") != (cfg.API.OIDCClientID == "") {
+				return usageError{errors.New("--oidc-issuer and --oidc-client-id go together")}
+			}
+			if cfg.API.RatePerSecond <= 0 {
+				return usageError{errors.New("--rate-limit must be above 0")}
+			}
 			ctx := cmd.Context()
 			s, err := StartServer(ctx, cfg)
 			if err != nil {
 				return err
 			}
-			printBanner(cmd, s, cfg.DB.dev)
+			printBanner(cmd, s, cfg)
 			<-ctx.Done()
 			logger.Info("shutting down")
 			return s.Stop(15 * time.Second)
@@ -224,6 +318,7 @@ serves HTTP (/healthz, /readyz).`,
 	}
 	cfg.DB.register(cmd.Flags())
 	cfg.Keys.register(cmd.Flags())
+	cfg.API.register(cmd.Flags())
 	cmd.Flags().StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "address to serve HTTP on (default $STELE_LISTEN or 127.0.0.1:8080)")
 	cmd.Flags().DurationVar(&cfg.CheckpointInterval, "checkpoint-interval", 30*time.Second, "how often to sign a checkpoint while the ledger grows")
 	cmd.Flags().DurationVar(&cfg.KeyMaintenance, "key-maintenance-interval", time.Minute, "how often to check for due key rotations and unfinished reseals")
@@ -234,20 +329,90 @@ serves HTTP (/healthz, /readyz).`,
 	return cmd
 }
 
-func printBanner(cmd *cobra.Command, s *Server, dev bool) {
+func printBanner(cmd *cobra.Command, s *Server, cfg ServerConfig) {
 	dbFlag := "--database-url \"$DATABASE_URL\""
-	if dev {
+	if cfg.DB.dev {
 		dbFlag = "--dev"
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), `
+	scheme := "http"
+	if s.TLS {
+		scheme = "https"
+	}
+	base := cfg.API.PublicURL
+	if base == "" {
+		base = scheme + "://" + s.Addr
+	}
+	out := cmd.OutOrStdout()
+	fmt.Fprintf(out, `
 Stele is running.
-  server          http://%[1]s   (health: /healthz, readiness: /readyz)
+  server          %[1]s   (health: /healthz, readiness: /readyz, metrics: /metrics)
+  API             %[1]s/v1   (description: %[1]s/v1/openapi.yaml)
   ledger key      %[2]s
   verify          stele ledger verify %[3]s --key '%[2]s'
-  sign-in         not available yet: OpenID Connect sign-in and the /v1 API come with the API
-Press Ctrl-C to stop.
+`, base, s.Signer.Verifier().String(), dbFlag)
+	fmt.Fprintln(out, "Sign in:")
+	if s.BootstrapToken != "" {
+		fmt.Fprintf(out, "  owner token     %s   (shown once; also in %s, mode 0600)\n", s.BootstrapToken, s.BootstrapFile)
+	}
+	if s.BootstrapFile != "" {
+		fmt.Fprintf(out, "  machines, CLI   export STELE_TOKEN=\"$(cat %s)\"\n", s.BootstrapFile)
+		fmt.Fprintf(out, "                  curl -H \"Authorization: Bearer $STELE_TOKEN\" %s/v1/me\n", base)
+	}
+	if cfg.API.OIDCIssuer != "" {
+		fmt.Fprintf(out, "  people          %s/v1/auth/login   (OpenID Connect: %s)\n", base, cfg.API.OIDCIssuer)
+	}
+	if cfg.API.DevSignIn {
+		fmt.Fprintf(out, "  development     %s/v1/auth/dev   (--dev-sign-in: anyone can sign in as anyone; never use it in production)\n", base)
+	}
+	if cfg.API.OIDCIssuer == "" && !cfg.API.DevSignIn {
+		fmt.Fprintln(out, "  people          no sign-in for people is configured: set --oidc-issuer and --oidc-client-id")
+	}
+	fmt.Fprint(out, "Press Ctrl-C to stop.\n\n")
+}
 
-`, s.Addr, s.Signer.Verifier().String(), dbFlag)
+// bootstrap prepares an empty ledger: the first organization and an owner
+// token, written once to <data-dir>/bootstrap-token with mode 0600. It
+// returns the token only when it made one now, and the file when it
+// exists.
+func bootstrap(ctx context.Context, svc *app.Service, cfg *ServerConfig, logger *slog.Logger) (token, file string, err error) {
+	dir, err := cfg.Keys.dir(cfg.DB.dev)
+	if err != nil {
+		return "", "", err
+	}
+	file = filepath.Join(dir, "bootstrap-token")
+	exists := func() string {
+		if _, err := os.Stat(file); err == nil {
+			return file
+		}
+		return ""
+	}
+	h, err := svc.Head(ctx)
+	if err != nil || h > 0 || cfg.API.BootstrapOrg == "" {
+		return "", exists(), err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", "", fmt.Errorf("bootstrap token file: %w", err)
+	}
+	defer f.Close()
+	tok, created, err := svc.Bootstrap(ctx, cfg.API.BootstrapOrg, cfg.API.BootstrapOrg, cfg.API.BootstrapOwner, 90*24*time.Hour)
+	if err != nil {
+		os.Remove(file)
+		return "", "", fmt.Errorf("bootstrap: %w", err)
+	}
+	if !created {
+		f.Close()
+		os.Remove(file)
+		return "", exists(), nil
+	}
+	if _, err := f.WriteString(tok.Secret + "\n"); err != nil {
+		return "", "", err
+	}
+	logger.Info("bootstrapped an empty ledger", "org", cfg.API.BootstrapOrg, "owner", cfg.API.BootstrapOwner, "token_id", tok.ID, "token_file", file)
+	return tok.Secret, file, f.Close()
 }
 
 // runVerifier verifies the whole ledger every interval (the first time an

@@ -1,0 +1,205 @@
+// Package api serves Stele's versioned HTTP API (/v1) with chi: every
+// capability of the application layer, reads from the projections, sign-in
+// (OpenID Connect, service tokens, CLI sessions), health, readiness and
+// Prometheus metrics. cmd/stele wires the concrete stores; handlers reach
+// the ledger only through the application layer (writes, reveals) and
+// the read models (everything else).
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"stele.dev/stele/app"
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/projections"
+)
+
+// LedgerStatus is what readiness reports about the ledger.
+type LedgerStatus struct {
+	Head           uint64 `json:"head"`
+	HeadHash       string `json:"head_hash"`
+	LastCheckpoint uint64 `json:"last_checkpoint"`
+}
+
+// Readiness reports whether the server can serve: its database answers
+// and its ledger is open.
+type Readiness interface {
+	Ready(ctx context.Context) (LedgerStatus, error)
+}
+
+// Ledger is what the API reads of the log directly: its head, signed
+// checkpoints, and records by position (for the projections' lag).
+type Ledger interface {
+	Head(ctx context.Context) (eventstore.Head, error)
+	ReadAll(ctx context.Context, from uint64, limit int) ([]eventstore.Record, error)
+	LatestCheckpoint(ctx context.Context) (eventstore.Checkpoint, error)
+}
+
+// Config holds what the server needs. App, Reader, Pool and Ledger are
+// required for the /v1 API; without them only the service endpoints
+// (health, readiness, metrics) answer.
+type Config struct {
+	App    *app.Service
+	Reader *projections.Reader
+	// Pool is the read models' database: reads that ask for a minimum
+	// position wait on it.
+	Pool   *pgxpool.Pool
+	Ledger Ledger
+	Ready  Readiness
+	Logger *slog.Logger
+	// Registry receives the server's metrics; a new one when nil.
+	Registry *prometheus.Registry
+	// PublicURL is how people and clients reach the server
+	// ("https://stele.example.com"): verification links and the OpenID
+	// redirect use it. Empty: taken from each request's Host.
+	PublicURL string
+	// Secure says the server is reached over TLS (its own or a proxy's):
+	// cookies get the __Host- prefix and responses carry HSTS.
+	Secure bool
+	// TrustProxy takes the client address from X-Forwarded-For (only
+	// behind a proxy that sets it).
+	TrustProxy bool
+	// OIDC configures sign-in with an OpenID provider; nil disables it.
+	OIDC *OIDCConfig
+	// DevSignIn enables a sign-in that trusts the name typed in, for
+	// development only; every page and response says so.
+	DevSignIn bool
+	// MaxBodyBytes bounds request bodies (default 1 MiB).
+	MaxBodyBytes int64
+	// RatePerSecond and RateBurst bound each credential's (or, for
+	// anonymous callers, each address's) requests (defaults 100/s, 200).
+	RatePerSecond float64
+	RateBurst     int
+	// ReadWait is the longest a read waits for min_position (default 5s);
+	// LongPollMax the longest an approval collection waits (default 60s).
+	ReadWait    time.Duration
+	LongPollMax time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+	limiter *limiter
+	metrics *metrics
+	oidc    *oidcProvider
+	handler http.Handler
+}
+
+// New returns a server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.RatePerSecond <= 0 {
+		cfg.RatePerSecond = 100
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = 200
+	}
+	if cfg.ReadWait <= 0 {
+		cfg.ReadWait = 5 * time.Second
+	}
+	if cfg.LongPollMax <= 0 {
+		cfg.LongPollMax = 60 * time.Second
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if _, err := OpenAPI(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
+	s.limiter = newLimiter(cfg.RatePerSecond, cfg.RateBurst)
+	var err error
+	if s.metrics, err = newMetrics(cfg.Registry, cfg.Pool, cfg.Ledger); err != nil {
+		return nil, err
+	}
+	if cfg.OIDC != nil {
+		if s.oidc, err = newOIDCProvider(context.Background(), *cfg.OIDC); err != nil {
+			return nil, err
+		}
+	}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(s.requestID, s.securityHeaders, s.recoverer, s.logRequests, s.metrics.middleware)
+	r.NotFound(func(w http.ResponseWriter, req *http.Request) {
+		problem(w, req, http.StatusNotFound, "not_found", "no such endpoint: "+req.URL.Path)
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, req *http.Request) {
+		problem(w, req, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed on "+req.URL.Path)
+	})
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", s.ready)
+	r.Handle("/metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}))
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(s.limitBody, s.authenticate, s.rateLimit)
+		r.Get("/openapi.yaml", serveOpenAPI)
+		if s.cfg.App == nil {
+			return
+		}
+		// Public: sign-in, and the approval requests a CLI opens and
+		// collects before anyone vouches for it.
+		s.mountAuth(r)
+		s.mountPublicApprovals(r)
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireIdentity)
+			s.mountMe(r)
+			s.mountOrgs(r)
+			s.mountProjects(r)
+			s.mountSecrets(r)
+			s.mountKeys(r)
+			s.mountTokens(r)
+			s.mountApprovals(r)
+			s.mountAudit(r)
+			s.mountLedger(r)
+		})
+	})
+	return r
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.Ready == nil {
+		problem(w, r, http.StatusServiceUnavailable, "not_ready", "no readiness check is configured")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	st, err := s.cfg.Ready.Ready(ctx)
+	if err != nil {
+		s.log.Warn("not ready", "err", err)
+		problem(w, r, http.StatusServiceUnavailable, "not_ready", "the ledger database is not reachable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "ledger": st})
+}
+
+// errNoReadModels: the server runs without a read-model database.
+var errNoReadModels = errors.New("api: no read models configured")
