@@ -15,7 +15,9 @@ type OIDCConfig struct {
 
 type oidcProvider struct{}
 
-func newOIDCProvider(ctx context.Context, cfg OIDCConfig) (*oidcProvider, error) { return &oidcProvider{}, nil }
+func newOIDCProvider(ctx context.Context, cfg OIDCConfig) (*oidcProvider, error) {
+	return &oidcProvider{}, nil
+}
 
 // mountAuth: sign-in and sign-out.
 func (s *Server) mountAuth(r chi.Router) {}
