@@ -132,12 +132,22 @@ type EnvSpec struct {
 	Production bool
 	// Rotation is the data key rotation interval (0: daily).
 	Rotation time.Duration
+	// Approval says which actions on values need an approved request.
+	Approval domain.ApprovalPolicy
+}
+
+// EnvUpdate changes an environment's settings; nil fields stay.
+type EnvUpdate struct {
+	Name       *string
+	Production *bool
+	Rotation   *time.Duration
+	Approval   *domain.ApprovalPolicy
 }
 
 // CreateEnvironment creates an environment and its keyset.
 func (s *Service) CreateEnvironment(ctx context.Context, req Request, env Env, spec EnvSpec) (Result, error) {
 	res, err := s.projectCommand(ctx, req, env.Org, env.Project, "create environment "+env.Env,
-		domain.CreateEnvironment{EnvID: env.Env, Name: spec.Name, Production: spec.Production, Rotation: spec.Rotation})
+		domain.CreateEnvironment{EnvID: env.Env, Name: spec.Name, Production: spec.Production, Rotation: spec.Rotation, Approval: spec.Approval})
 	if err != nil {
 		return res, err
 	}
@@ -153,10 +163,10 @@ func (s *Service) CreateEnvironment(ctx context.Context, req Request, env Env, s
 	return res, nil
 }
 
-// UpdateEnvironment changes an environment's settings; nil fields stay.
-func (s *Service) UpdateEnvironment(ctx context.Context, req Request, env Env, name *string, production *bool, rotation *time.Duration) (Result, error) {
+// UpdateEnvironment changes an environment's settings.
+func (s *Service) UpdateEnvironment(ctx context.Context, req Request, env Env, u EnvUpdate) (Result, error) {
 	return s.projectCommand(ctx, req, env.Org, env.Project, "update environment "+env.Env,
-		domain.UpdateEnvironment{EnvID: env.Env, Name: name, Production: production, Rotation: rotation})
+		domain.UpdateEnvironment{EnvID: env.Env, Name: u.Name, Production: u.Production, Rotation: u.Rotation, Approval: u.Approval})
 }
 
 // CreateBundle names a reusable set of keys in a project.

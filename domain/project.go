@@ -21,6 +21,29 @@ type EnvSettings struct {
 	Production bool   `json:"production"`
 	// RotationSeconds is the data key rotation interval, in seconds.
 	RotationSeconds int64 `json:"rotation_seconds"`
+	// Approval says which actions on the environment's values need an
+	// approved request.
+	Approval ApprovalPolicy `json:"approval,omitzero"`
+}
+
+// ApprovalPolicy says which actions on an environment's values need an
+// approved request rather than being done directly: revealing a value,
+// changing one (set, roll back, delete, destroy a version), and how many
+// people other than the requester must approve.
+type ApprovalPolicy struct {
+	Reveal    bool `json:"reveal,omitempty"`
+	Change    bool `json:"change,omitempty"`
+	Approvers int  `json:"approvers,omitempty"` // 0 means 1
+}
+
+// Required reports whether the policy asks for approvals at all.
+func (p ApprovalPolicy) Required() bool { return p.Reveal || p.Change }
+
+func checkApprovalPolicy(p ApprovalPolicy) error {
+	if p.Approvers < 0 || p.Approvers > MaxApprovers {
+		return invalid("approvers", "want 0 to %d", MaxApprovers)
+	}
+	return nil
 }
 
 // RotationInterval returns the rotation interval as a duration.
@@ -101,12 +124,14 @@ type (
 		Production bool
 		// Rotation is the data key rotation interval; 0 means the default.
 		Rotation time.Duration
+		Approval ApprovalPolicy
 	}
 	UpdateEnvironment struct {
 		EnvID      string
 		Name       *string
 		Production *bool
 		Rotation   *time.Duration
+		Approval   *ApprovalPolicy
 	}
 	CreateBundle struct {
 		BundleID string
@@ -259,8 +284,11 @@ func (p *Project) Handle(who Principal, cmd any) ([]Event, error) {
 		if err := checkRotation(rot); err != nil {
 			return nil, err
 		}
+		if err := checkApprovalPolicy(c.Approval); err != nil {
+			return nil, err
+		}
 		return []Event{EnvironmentCreated{EnvID: c.EnvID, EnvSettings: EnvSettings{
-			Name: name, Production: c.Production, RotationSeconds: int64(rot / time.Second)}}}, nil
+			Name: name, Production: c.Production, RotationSeconds: int64(rot / time.Second), Approval: c.Approval}}}, nil
 	case UpdateEnvironment:
 		env := p.envs[c.EnvID]
 		if env == nil {
@@ -281,6 +309,12 @@ func (p *Project) Handle(who Principal, cmd any) ([]Event, error) {
 				return nil, err
 			}
 			after.RotationSeconds = int64(*c.Rotation / time.Second)
+		}
+		if c.Approval != nil {
+			if err := checkApprovalPolicy(*c.Approval); err != nil {
+				return nil, err
+			}
+			after.Approval = *c.Approval
 		}
 		if after == env.EnvSettings {
 			return nil, nil

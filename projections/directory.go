@@ -21,7 +21,7 @@ type Directory struct{}
 var _ Projection = Directory{}
 
 func (Directory) Name() string { return "directory" }
-func (Directory) Version() int { return 1 }
+func (Directory) Version() int     { return 2 }
 func (Directory) Tables() []string {
 	return []string{"proj_orgs", "proj_projects", "proj_environments", "proj_bundles"}
 }
@@ -42,6 +42,7 @@ func (Directory) Create(n Names) []string {
 		`CREATE TABLE ` + n("proj_environments") + ` (
 			org text NOT NULL, project text NOT NULL, env text NOT NULL, name text NOT NULL,
 			production boolean NOT NULL, rotation_seconds bigint NOT NULL,
+			approve_reveal boolean NOT NULL, approve_change boolean NOT NULL, approvers int NOT NULL,
 			created_at timestamptz NOT NULL, created_by text NOT NULL,
 			updated_at timestamptz NOT NULL, updated_by text NOT NULL,
 			position bigint NOT NULL,
@@ -95,6 +96,7 @@ type envRow struct {
 	name       string
 	production bool
 	rotation   int64
+	approval   domain.ApprovalPolicy
 	changed
 }
 
@@ -204,7 +206,7 @@ func (Directory) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) e
 			r.touch(e)
 		case domain.EnvironmentCreated:
 			k := envKey{pk.org, pk.project, ev.EnvID}
-			r := &envRow{key: k, name: ev.Name, production: ev.Production, rotation: ev.RotationSeconds}
+			r := &envRow{key: k, name: ev.Name, production: ev.Production, rotation: ev.RotationSeconds, approval: ev.Approval}
 			r.create(e)
 			d.envs[k] = r
 		case domain.EnvironmentUpdated:
@@ -213,7 +215,7 @@ func (Directory) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) e
 			if r == nil {
 				return fmt.Errorf("environment %s/%s/%s updated before it was created", k.org, k.project, k.env)
 			}
-			r.name, r.production, r.rotation = ev.After.Name, ev.After.Production, ev.After.RotationSeconds
+			r.name, r.production, r.rotation, r.approval = ev.After.Name, ev.After.Production, ev.After.RotationSeconds, ev.After.Approval
 			r.touch(e)
 		case domain.BundleCreated:
 			k := bundleKey{pk.org, pk.project, ev.BundleID}
@@ -288,10 +290,11 @@ func loadDirectory(ctx context.Context, tx pgx.Tx, n Names, orgSet map[string]bo
 	}); err != nil {
 		return nil, err
 	}
-	rows, _ = tx.Query(ctx, `SELECT org, project, env, name, production, rotation_seconds, created_at, created_by, updated_at, updated_by, position
+	rows, _ = tx.Query(ctx, `SELECT org, project, env, name, production, rotation_seconds, approve_reveal, approve_change, approvers,
+		created_at, created_by, updated_at, updated_by, position
 		FROM `+n("proj_environments")+join, orgs, projects)
 	v := &envRow{}
-	if _, err := pgx.ForEachRow(rows, []any{&v.key.org, &v.key.project, &v.key.env, &v.name, &v.production, &v.rotation,
+	if _, err := pgx.ForEachRow(rows, []any{&v.key.org, &v.key.project, &v.key.env, &v.name, &v.production, &v.rotation, &v.approval.Reveal, &v.approval.Change, &v.approval.Approvers,
 		&v.createdAt, &v.createdBy, &v.updatedAt, &v.updatedBy, &v.position}, func() error {
 		c := *v
 		d.envs[c.key] = &c
@@ -383,23 +386,26 @@ func (d *directory) write(ctx context.Context, tx pgx.Tx, n Names) error {
 	}
 	{
 		var org, project, env, name []string
-		var production []bool
+		var production, reveal, change []bool
 		var rotation []int64
+		var approvers []int32
 		var c changedCols
 		for _, r := range d.envs {
 			if r.dirty {
 				org, project, env, name = append(org, r.key.org), append(project, r.key.project), append(env, r.key.env), append(name, r.name)
 				production, rotation = append(production, r.production), append(rotation, r.rotation)
+				reveal, change, approvers = append(reveal, r.approval.Reveal), append(change, r.approval.Change), append(approvers, int32(r.approval.Approvers))
 				c.add(&r.changed)
 			}
 		}
 		if len(org) > 0 {
 			_, err := tx.Exec(ctx, `INSERT INTO `+n("proj_environments")+` (org, project, env, name, production, rotation_seconds,
-					created_at, created_by, updated_at, updated_by, position)
-				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bigint[], `+changedParams(7)+`)
+					approve_reveal, approve_change, approvers, created_at, created_by, updated_at, updated_by, position)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::bigint[], $7::bool[], $8::bool[], $9::int[], `+changedParams(10)+`)
 				ON CONFLICT (org, project, env) DO UPDATE SET name = excluded.name, production = excluded.production,
-					rotation_seconds = excluded.rotation_seconds, `+changedSet,
-				append([]any{org, project, env, name, production, rotation}, c.args()...)...)
+					rotation_seconds = excluded.rotation_seconds, approve_reveal = excluded.approve_reveal,
+					approve_change = excluded.approve_change, approvers = excluded.approvers, `+changedSet,
+				append([]any{org, project, env, name, production, rotation, reveal, change, approvers}, c.args()...)...)
 			if err != nil {
 				return err
 			}

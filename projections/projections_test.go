@@ -163,7 +163,7 @@ func scenario(t testing.TB, e *env, secrets, rounds int) {
 	ok(e.svc.RenameOrganization(ctx, ada, "acme", "Acme Inc"))
 	staging := app.Env{Org: "acme", Project: "web", Env: "staging"}
 	stagingName, twoHours := "Staging", 2*time.Hour
-	ok(e.svc.UpdateEnvironment(ctx, ada, staging, &stagingName, nil, &twoHours))
+	ok(e.svc.UpdateEnvironment(ctx, ada, staging, app.EnvUpdate{Name: &stagingName, Rotation: &twoHours, Approval: &domain.ApprovalPolicy{Reveal: true, Approvers: 2}}))
 	ok(e.svc.UpdateBundle(ctx, ada, "acme", "web", "backend", []domain.BundleKey{{Name: "S1", Required: true}, {Name: "S0"}, {Name: "S2"}}))
 	ok(e.svc.CreateBundle(ctx, ada, "acme", "web", "legacy", []domain.BundleKey{{Name: "S0"}}))
 	ok(e.svc.DeleteBundle(ctx, ada, "acme", "web", "legacy"))

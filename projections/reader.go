@@ -136,11 +136,16 @@ type Environment struct {
 	Name       string `json:"name" db:"name"`
 	Production bool   `json:"production" db:"production"`
 	// RotationSeconds is the data key rotation interval.
-	RotationSeconds int64     `json:"rotation_seconds" db:"rotation_seconds"`
-	CreatedAt       time.Time `json:"created_at" db:"created_at"`
-	CreatedBy       string    `json:"created_by" db:"created_by"`
-	UpdatedAt       time.Time `json:"updated_at" db:"updated_at"`
-	UpdatedBy       string    `json:"updated_by" db:"updated_by"`
+	RotationSeconds int64 `json:"rotation_seconds" db:"rotation_seconds"`
+	// ApproveReveal and ApproveChange: revealing or changing a value needs
+	// an approved request, by Approvers people (0 means 1).
+	ApproveReveal bool      `json:"approve_reveal" db:"approve_reveal"`
+	ApproveChange bool      `json:"approve_change" db:"approve_change"`
+	Approvers     int       `json:"approvers" db:"approvers"`
+	CreatedAt     time.Time `json:"created_at" db:"created_at"`
+	CreatedBy     string    `json:"created_by" db:"created_by"`
+	UpdatedAt     time.Time `json:"updated_at" db:"updated_at"`
+	UpdatedBy     string    `json:"updated_by" db:"updated_by"`
 }
 
 // Environments returns a project's environments in the order they were
@@ -151,7 +156,8 @@ func (r *Reader) Environments(ctx context.Context, org, project string) ([]Envir
 		return nil, err
 	}
 	w.opt("project = $%d", project)
-	return collect[Environment](ctx, r.pool, `SELECT org, project, env, name, production, rotation_seconds, created_at, created_by, updated_at, updated_by
+	return collect[Environment](ctx, r.pool, `SELECT org, project, env, name, production, rotation_seconds, approve_reveal, approve_change, approvers,
+		created_at, created_by, updated_at, updated_by
 		FROM `+liveNames("proj_environments")+` WHERE `+w.String()+` ORDER BY project, created_at, env`, w.args...)
 }
 
