@@ -21,7 +21,7 @@ type Directory struct{}
 var _ Projection = Directory{}
 
 func (Directory) Name() string { return "directory" }
-func (Directory) Version() int     { return 2 }
+func (Directory) Version() int { return 2 }
 func (Directory) Tables() []string {
 	return []string{"proj_orgs", "proj_projects", "proj_environments", "proj_bundles"}
 }
