@@ -249,7 +249,8 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	go func() { defer wg.Done(); proj.Run(bg) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	cfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Logger: logger, Secure: true}
+	cfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Logger: logger, Secure: true,
+		History: &projections.History{Pool: pool, Store: store}}
 	for _, o := range opts {
 		o(&cfg)
 	}

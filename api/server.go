@@ -54,8 +54,10 @@ type Config struct {
 	// position wait on it.
 	Pool   *pgxpool.Pool
 	Ledger Ledger
-	Ready  Readiness
-	Logger *slog.Logger
+	// History answers point-in-time questions (auditors).
+	History *projections.History
+	Ready   Readiness
+	Logger  *slog.Logger
 	// Registry receives the server's metrics; a new one when nil.
 	Registry *prometheus.Registry
 	// PublicURL is how people and clients reach the server

@@ -105,6 +105,12 @@ const (
 	PermRotateKeys     Permission = "rotate, disable and rewrap keys"
 	PermDestroyKey     Permission = "destroy keys"
 	PermCreateOrg      Permission = "create organizations"
+	// PermReadAudit: the audit feed, access statistics and point-in-time
+	// history (who could read, who read, state as of a moment).
+	PermReadAudit Permission = "read the audit trail and history"
+	// PermReadMembers: who holds which role, and the tokens (never their
+	// secrets).
+	PermReadMembers Permission = "read members and tokens"
 )
 
 // minimumRole maps each permission to the least role that has it.
@@ -120,6 +126,8 @@ var minimumRole = map[Permission]Role{
 	PermManageTokens:   RoleAdmin,
 	PermRotateKeys:     RoleAdmin,
 	PermDestroyKey:     RoleOwner,
+	PermReadAudit:      RoleAdmin,
+	PermReadMembers:    RoleViewer,
 }
 
 // Can reports whether a role has a permission.

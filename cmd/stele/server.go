@@ -152,6 +152,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return fail(err)
 	}
 	apiCfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Ready: s, Logger: logger,
+		History:   &projections.History{Pool: pool, Store: store},
 		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
 		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond)}
 	if cfg.API.OIDCIssuer != "" {
