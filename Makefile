@@ -13,8 +13,11 @@ BENCH_EVENTS ?= 20000
 build:
 	$(GO) build -o $(BIN) ./cmd/stele
 
+# A development server: the private PostgreSQL, the development sign-in
+# (anyone can sign in as anyone: never in production) and, on an empty
+# ledger, an organization owned by dev@example.com with an owner token.
 run: build
-	$(BIN) server --dev
+	$(BIN) server --dev --dev-sign-in --bootstrap-owner dev@example.com
 
 test:
 	$(GO) vet ./...
