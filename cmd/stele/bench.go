@@ -30,7 +30,7 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure Stele's speed on this machine",
 	}
-	cmd.AddCommand(newBenchLedgerCmd(), newBenchProjectionsCmd())
+	cmd.AddCommand(newBenchLedgerCmd(), newBenchProjectionsCmd(), newBenchAPICmd())
 	return cmd
 }
 
