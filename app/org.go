@@ -64,6 +64,9 @@ type TokenSpec struct {
 	Project      string
 	Environments []string
 	TTL          time.Duration
+	// ExpiresAt, when set, is the expiry (truncated to the second) and
+	// TTL is ignored.
+	ExpiresAt time.Time
 }
 
 // IssuedToken is a new token. Secret is shown once and never stored: the
@@ -91,6 +94,9 @@ func (s *Service) IssueToken(ctx context.Context, req Request, org string, spec 
 		return IssuedToken{}, Result{}, err
 	}
 	t := IssuedToken{ID: hex.EncodeToString(idb[:]), ExpiresAt: s.now().Add(spec.TTL).UTC().Truncate(time.Second)}
+	if !spec.ExpiresAt.IsZero() {
+		t.ExpiresAt = spec.ExpiresAt.UTC().Truncate(time.Second)
+	}
 	t.Secret = tokenPrefix + org + "." + t.ID + "." + base64.RawURLEncoding.EncodeToString(raw[:])
 	res, err := s.orgCommand(ctx, req, org, "issue token "+spec.Name, domain.IssueToken{TokenID: t.ID, Name: spec.Name, Role: spec.Role,
 		Project: spec.Project, Environments: spec.Environments, ExpiresAt: t.ExpiresAt, SecretHash: TokenSecretHash(t.Secret)})
@@ -197,4 +203,116 @@ func (s *Service) environment(ctx context.Context, env Env) (domain.Environment,
 		return nil
 	})
 	return out, err
+}
+
+// RenameProject changes a project's display name.
+func (s *Service) RenameProject(ctx context.Context, req Request, org, project, name string) (Result, error) {
+	return s.projectCommand(ctx, req, org, project, "rename project", domain.RenameProject{Name: name})
+}
+
+// ProjectEnvironments returns the ids of a project's environments, in the
+// order they were created, as the ledger knows them, or an error matching
+// domain.ErrNotFound when org has no such project. It authorizes nothing:
+// callers check the requester's access to the project first, so that the
+// answer tells nobody else whether the project exists.
+func (s *Service) ProjectEnvironments(ctx context.Context, org, project string) ([]string, error) {
+	if !domain.ValidSlug(org) || !domain.ValidSlug(project) {
+		return nil, &domain.StateError{Sentinel: domain.ErrNotFound, Reason: "no such project"}
+	}
+	var out []string
+	err := s.view(ctx, domain.ProjectStream(org, project), newProjectAgg, func(a aggregate) error {
+		p := a.(*domain.Project)
+		if !p.Exists() {
+			return &domain.StateError{Sentinel: domain.ErrNotFound, Reason: "no project " + project}
+		}
+		for _, e := range p.Environments() {
+			out = append(out, e.ID)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Scope is what an actor may see of one organization.
+type Scope struct {
+	// Role is the actor's organization-wide role; RoleNone when its access
+	// is limited to some projects (a person with project roles only, or a
+	// token limited to one project).
+	Role domain.Role
+	// Projects are the projects where a person holds a project role (with
+	// that role), or the one project a token is limited to (with the
+	// token's role). RoleIn gives the role that applies in a project.
+	Projects map[string]domain.Role
+	// Environments names the environments a token is limited to (in its
+	// one project); empty when it is not limited to environments.
+	Environments []string
+}
+
+// Wide reports whether the scope covers the whole organization.
+func (sc Scope) Wide() bool { return sc.Role.Valid() }
+
+// RoleIn returns the role the actor holds in project, or RoleNone when
+// the project is outside its scope.
+func (sc Scope) RoleIn(project string) domain.Role {
+	r := sc.Projects[project]
+	if sc.Role.AtLeast(r) {
+		return sc.Role
+	}
+	return r
+}
+
+// ScopeOf works out, from the ledger's state, what actor may see of org:
+// its organization-wide role, and the projects (and, for a token, the
+// environments) its access is limited to. An actor with no access to org
+// at all, or an org that does not exist, gets a *domain.ForbiddenError
+// marked Outsider.
+func (s *Service) ScopeOf(ctx context.Context, actor domain.Actor, org string) (Scope, error) {
+	if !domain.ValidSlug(org) {
+		return Scope{}, &domain.ForbiddenError{Actor: actor, Permission: domain.Permission("act in organization " + org), Reason: "no such organization", Outsider: true}
+	}
+	sc := Scope{Projects: map[string]domain.Role{}}
+	err := s.view(ctx, domain.OrgStream(org), newOrgAgg, func(a aggregate) error {
+		o := a.(*domain.Organization)
+		now := s.now()
+		switch actor.Kind {
+		case domain.ActorUser:
+			if !o.Exists() {
+				break
+			}
+			sc.Role = o.RoleOf(actor.ID, "")
+			for _, p := range o.ProjectsOf(actor.ID) {
+				sc.Projects[p] = o.RoleOf(actor.ID, p)
+			}
+			if sc.Role.Valid() || len(sc.Projects) > 0 {
+				return nil
+			}
+		case domain.ActorToken:
+			t, ok := o.Token(actor.ID)
+			if !ok {
+				break
+			}
+			env := ""
+			if len(t.Environments) > 0 {
+				env = t.Environments[0]
+			}
+			p, err := o.Access(actor, t.Project, env, now)
+			if err != nil {
+				return err
+			}
+			if t.Project == "" {
+				sc.Role = p.Role
+			} else {
+				sc.Projects[t.Project] = p.Role
+				sc.Environments = append([]string(nil), t.Environments...)
+			}
+			return nil
+		}
+		p, err := o.Access(actor, "", "", now)
+		sc.Role = p.Role
+		return err
+	})
+	if err != nil {
+		return Scope{}, err
+	}
+	return sc, nil
 }
