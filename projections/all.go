@@ -2,5 +2,5 @@ package projections
 
 // All returns every read model Stele keeps.
 func All() []Projection {
-	return []Projection{Secrets{}, Audit{}, Access{}, Directory{}, AccessControl{}, Keys{}, Approvals{}}
+	return []Projection{Secrets{}, Audit{}, Access{}, Directory{}, AccessControl{}, Keys{}, Approvals{}, Ledger{}}
 }

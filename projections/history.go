@@ -221,9 +221,19 @@ type CouldRead struct {
 // unexpired, unrevoked tokens whose scope covered the secret. It says
 // nothing of approvals, which grant single reads.
 func (h History) WhoCouldRead(ctx context.Context, ref domain.SecretRef, position uint64) ([]CouldRead, error) {
+	return h.WhoCouldReadAt(ctx, ref, position, time.Time{})
+}
+
+// WhoCouldReadAt is WhoCouldRead with tokens' expiry judged at now (a
+// time at or after position was recorded, before the next event); zero
+// judges it at position's recorded time.
+func (h History) WhoCouldReadAt(ctx context.Context, ref domain.SecretRef, position uint64, now time.Time) ([]CouldRead, error) {
 	a, err := h.AccessAt(ctx, ref.Org, position)
 	if err != nil {
 		return nil, err
+	}
+	if !now.IsZero() {
+		a.Time = now
 	}
 	var out []CouldRead
 	for _, u := range a.org.Members() {

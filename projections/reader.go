@@ -632,3 +632,21 @@ func (r *Reader) Reads(ctx context.Context, org, project, env, name string, from
 	return collect[SecretRead](ctx, r.pool, `SELECT position, recorded_at, project, env, name, version, actor, actor_kind, channel, reason
 		FROM `+liveNames("proj_secret_reads")+` WHERE `+w.String()+` ORDER BY position DESC LIMIT `+fmt.Sprint(MaxListed), w.args...)
 }
+
+// ReadsAt returns the reads of an organization's secrets recorded at the
+// given positions (the audit feed's secret.viewed rows), by position.
+// Positions of other organizations, or of other events, match nothing.
+func (r *Reader) ReadsAt(ctx context.Context, org string, positions []uint64) ([]SecretRead, error) {
+	if org == "" {
+		return nil, errNoOrg
+	}
+	if len(positions) == 0 {
+		return nil, nil
+	}
+	ps := make([]int64, len(positions))
+	for i, p := range positions {
+		ps[i] = int64(min(p, 1<<63-1))
+	}
+	return collect[SecretRead](ctx, r.pool, `SELECT position, recorded_at, project, env, name, version, actor, actor_kind, channel, reason
+		FROM `+liveNames("proj_secret_reads")+` WHERE org = $1 AND position = ANY($2) ORDER BY position`, org, ps)
+}
