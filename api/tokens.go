@@ -4,8 +4,8 @@ import (
 	"errors"
 	"maps"
 	"net/http"
-	"strconv"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
