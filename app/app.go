@@ -27,6 +27,9 @@ type Request struct {
 	RequestID     string
 	ClientAddr    string
 	CorrelationID string
+	// CausationID names what caused the request's events, when not the
+	// request itself (an approved request's changes name the approval).
+	CausationID string
 	// IdempotencyKey, when set, makes a retried command return the first
 	// attempt's result and append nothing new.
 	IdempotencyKey string

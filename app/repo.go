@@ -237,6 +237,7 @@ func (s *Service) metadata(req Request, tenant string) eventstore.Metadata {
 		RequestID:     req.RequestID,
 		ClientAddr:    req.ClientAddr,
 		CorrelationID: req.CorrelationID,
+		CausationID:   req.CausationID,
 	}
 }
 

@@ -56,6 +56,9 @@ func (s *Service) SetSecret(ctx context.Context, req Request, ref domain.SecretR
 	if !who.Role.Can(domain.PermWriteSecret) { // refuse before touching keys
 		return Result{}, &domain.ForbiddenError{Actor: req.Actor, Permission: domain.PermWriteSecret, Reason: "role " + string(who.Role)}
 	}
+	if err := s.checkChange(ctx, who, ref, domain.PermWriteSecret); err != nil { // the environment's approval policy
+		return Result{}, err
+	}
 	res, evs, err := s.execute(ctx, req, command{
 		stream: ref.Stream(), tenant: ref.Org, name: "set secret " + strconv.FormatUint(in.IfVersion, 10), target: ref.Stream(), mk: newSecretAgg,
 		decide: func(a aggregate) ([]domain.Event, error) {
@@ -168,6 +171,9 @@ func (s *Service) RevealSecret(ctx context.Context, req Request, ref domain.Secr
 }
 
 func (s *Service) reveal(ctx context.Context, req Request, who domain.Principal, ref domain.SecretRef, version uint64, reason string, channel domain.Channel) (Revealed, error) {
+	if err := s.checkReveal(ctx, who, ref); err != nil { // the environment's approval policy
+		return Revealed{}, err
+	}
 	env := envOf(ref)
 	var sealed domain.SecretVersion
 	res, _, err := s.execute(ctx, req, command{
@@ -238,6 +244,9 @@ func (s *Service) secretCommand(ctx context.Context, req Request, ref domain.Sec
 	if err != nil {
 		return Result{}, err
 	}
+	if err := s.checkChangeCommand(ctx, who, ref, cmd); err != nil { // the environment's approval policy
+		return Result{}, err
+	}
 	res, _, err := s.execute(ctx, req, command{
 		stream: ref.Stream(), tenant: ref.Org, name: name, target: ref.Stream(), mk: newSecretAgg,
 		decide: func(a aggregate) ([]domain.Event, error) { return a.(*domain.Secret).Handle(who, cmd) },
@@ -270,6 +279,9 @@ func (s *Service) RollbackSecret(ctx context.Context, req Request, ref domain.Se
 	env := envOf(ref)
 	who, err := s.access(ctx, req.Actor, ref.Org, ref.Project, ref.Env)
 	if err != nil {
+		return Result{}, err
+	}
+	if err := s.checkChange(ctx, who, ref, domain.PermWriteSecret); err != nil { // the environment's approval policy
 		return Result{}, err
 	}
 	var plain []byte
