@@ -226,6 +226,16 @@ func (r *Reader) Secrets(ctx context.Context, org, project, env string) ([]Secre
 		` ORDER BY project, env, name`, w.args...)
 }
 
+// Secret returns one secret's metadata and current version, deleted or
+// not, or ErrNotFound.
+func (r *Reader) Secret(ctx context.Context, org, project, env, name string) (SecretInfo, error) {
+	if org == "" {
+		return SecretInfo{}, errNoOrg
+	}
+	return collectOne[SecretInfo](ctx, r.pool, `SELECT `+secretInfoColumns+` FROM `+liveNames("proj_secrets")+`
+		WHERE org = $1 AND project = $2 AND env = $3 AND name = $4`, org, project, env, name)
+}
+
 // SecretVersion is one version of a secret; never its value.
 type SecretVersion struct {
 	Version   int64 `json:"version" db:"version"`
