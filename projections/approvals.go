@@ -102,6 +102,12 @@ func (Approvals) Apply(ctx context.Context, tx pgx.Tx, n Names, batch []Event) e
 		r.updatedAt, r.position, r.dirty = at, int64(e.Position), true
 		switch ev := e.Event.(type) {
 		case domain.ApprovalGranted:
+			// An anonymous request's bundle is resolved by its first
+			// approval; the environment's policy may raise the count.
+			if len(ev.BundleKeys) > 0 && r.keys == bundleKeysJSON(nil) {
+				r.keys = bundleKeysJSON(ev.BundleKeys)
+			}
+			r.required = max(r.required, int32(ev.Required))
 			// As the domain: the keys every approver let through.
 			if len(r.approvedBy) == 0 {
 				r.granted = slices.Clone(ev.Keys)

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -130,6 +131,13 @@ func redact(e domain.Event) domain.Event {
 		return ev
 	case domain.TokenIssued:
 		ev.SecretHash = ""
+		return ev
+	case domain.ApprovalRequested:
+		ev.PollTokenHash = ""
+		ev.Changes = slices.Clone(ev.Changes)
+		for i := range ev.Changes {
+			ev.Changes[i].Value.Ciphertext = nil
+		}
 		return ev
 	}
 	return e
