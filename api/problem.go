@@ -54,6 +54,8 @@ var problemTitles = map[string]string{
 	"not_yet":                "Not yet",
 	"projection_halted":      "Read model halted",
 	"not_ready":              "Not ready",
+	"approval_denied":        "Approval denied",
+	"already_delivered":      "Already delivered",
 }
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, code, title, detail string) {
