@@ -185,6 +185,10 @@ func TestTokensRules(t *testing.T) {
 		t.Fatalf("a viewer of the organization sees the tokens %+v", all.Items)
 	}
 	bootstrap := all.Items[0].ID
+	head = dirHead(t, h)
+	r := h.do(call{method: "DELETE", path: "/v1/orgs/acme/tokens/" + bootstrap + "?reason=" + strings.Repeat("x", 501), cred: h.Ada, invalid: true})
+	r.expectProblem(t, 400, "invalid_request")
+	unchangedLog(t, h, head)
 	outsider404(t, h.get("/v1/orgs/acme/tokens/"+bootstrap, pia))
 	// A project admin issues in its project only, and revokes there.
 	h.post("/v1/orgs/acme/tokens", pia, map[string]any{"name": "x", "role": "viewer", "ttl_seconds": 60}).expect(t, 404)
