@@ -6,6 +6,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -65,8 +66,11 @@ var actionRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]*)*\*?$`)
 // auditFilter reads the feed's filters from the query; on a bad one it
 // answers and returns false.
 func (s *Server) auditFilter(w http.ResponseWriter, r *http.Request) (projections.AuditFilter, bool) {
-	q := r.URL.Query()
 	var f projections.AuditFilter
+	if !validQuery(w, r) {
+		return f, false
+	}
+	q := r.URL.Query()
 	bad := func(field, detail string) (projections.AuditFilter, bool) {
 		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: field, Detail: field + ": " + detail})
 		return f, false
@@ -119,6 +123,16 @@ func (s *Server) auditFilter(w http.ResponseWriter, r *http.Request) (projection
 		return bad("to", "the window is empty: want from before to")
 	}
 	return f, true
+}
+
+// validQuery answers 400 when the query string does not parse (such as
+// a pair separated by ';'), which r.URL.Query would silently drop.
+func validQuery(w http.ResponseWriter, r *http.Request) bool {
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		problem(w, r, http.StatusBadRequest, "invalid_request", "the query string does not parse: separate parameters with '&' and escape reserved characters")
+		return false
+	}
+	return true
 }
 
 // queryTime reads an optional RFC 3339 time from the query (zero when
@@ -354,6 +368,9 @@ type ReadStat struct {
 func (s *Server) readStats(w http.ResponseWriter, r *http.Request) {
 	org := chi.URLParam(r, "org")
 	if _, ok := s.authorize(w, r, org, "", "", domain.PermReadAudit); !ok {
+		return
+	}
+	if !validQuery(w, r) {
 		return
 	}
 	from, ok := queryTime(w, r, "from")

@@ -45,6 +45,9 @@ func (s *Server) momentOf(w http.ResponseWriter, r *http.Request, names ...strin
 		s.fail(w, r, errNoReadModels)
 		return moment{}, false
 	}
+	if !validQuery(w, r) {
+		return moment{}, false
+	}
 	q := r.URL.Query()
 	atText, posText := q.Get("at"), q.Get("position")
 	if (atText == "") == (posText == "") {
@@ -328,6 +331,9 @@ type SecretReads struct {
 func (s *Server) secretReads(w http.ResponseWriter, r *http.Request) {
 	ref := domain.SecretRef{Org: chi.URLParam(r, "org"), Project: chi.URLParam(r, "project"), Env: chi.URLParam(r, "env"), Name: chi.URLParam(r, "name")}
 	if _, ok := s.authorize(w, r, ref.Org, ref.Project, ref.Env, domain.PermReadAudit); !ok {
+		return
+	}
+	if !validQuery(w, r) {
 		return
 	}
 	from, ok := queryTime(w, r, "from")
