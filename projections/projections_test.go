@@ -17,6 +17,7 @@ import (
 	"stele.dev/stele/crypto"
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/domain"
+	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/internal/pgtest"
 	"stele.dev/stele/projections"
@@ -218,6 +219,12 @@ func scenario(t testing.TB, e *env, secrets, rounds int) {
 	if n := ok(keeper.ExpireApprovals(ctx)); n != 1 {
 		t.Fatalf("expired %d requests, want 1", n)
 	}
+
+	// The ledger read model: a verification's outcome, as the server
+	// appends it after a full verification.
+	verified := domain.LedgerVerified{Events: 1, Head: strings.Repeat("ab", 32), Root: strings.Repeat("cd", 32), OK: true, Seconds: 0.5}
+	ok(e.store.Append(ctx, domain.LedgerStream, eventstore.Any, eventstore.Event{ID: eventstore.NewID(), Type: verified.EventType(),
+		Data: ok(domain.Encode(verified)), Metadata: eventstore.Metadata{Actor: "system:verifier", RequestID: "verify"}}))
 }
 
 func ok3[A, B any](a A, b B, err error) (A, B) {
