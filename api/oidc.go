@@ -467,8 +467,12 @@ func (s *Server) oidcUser(ctx context.Context, ep *oidcEndpoints, tok *oauth2.To
 	if c.Email == "" {
 		// Many providers put the e-mail address in userinfo only.
 		ui, err := ep.provider.UserInfo(ctx, oauth2.StaticTokenSource(tok))
-		if err != nil {
+		var ue *url.Error
+		switch {
+		case errors.As(err, &ue):
 			return "", "", err
+		case err != nil:
+			return "", "userinfo is not usable: " + err.Error(), nil
 		}
 		var uc personClaims
 		if err := ui.Claims(&uc); err != nil {

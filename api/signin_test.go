@@ -53,6 +53,8 @@ type testProvider struct {
 	// forgeEmail, when set, rewrites the e-mail claim of every ID token
 	// the token endpoint issues, keeping the provider's signature.
 	forgeEmail atomic.Value // string
+	// userinfo, when set, changes the claims of userinfo answers.
+	userinfo atomic.Value // func(map[string]any)
 }
 
 const (
@@ -112,19 +114,21 @@ func (p *testProvider) start(t *testing.T, h *harness, claimsInIDToken bool) {
 	p.mu.Unlock()
 }
 
-// forging rewrites ID tokens when asked to (see forgeEmail).
+// forging rewrites the provider's answers when a test asks it to: the
+// e-mail claim of ID tokens (forgeEmail; the provider's signature is
+// kept, so it no longer matches) and userinfo (userinfo).
 func (p *testProvider) forging(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		forge := p.forgeEmail.Load().(string)
-		if forge == "" || !strings.HasSuffix(r.URL.Path, "/token") {
-			next.ServeHTTP(w, r)
-			return
-		}
-		rec := httptest.NewRecorder()
-		next.ServeHTTP(rec, r)
-		var body map[string]any
-		if err := json.Unmarshal(rec.Body.Bytes(), &body); err == nil {
-			if tok, ok := body["id_token"].(string); ok {
+		change, _ := p.userinfo.Load().(func(map[string]any))
+		var rewrite func(map[string]any)
+		switch {
+		case forge != "" && strings.HasSuffix(r.URL.Path, "/token"):
+			rewrite = func(body map[string]any) {
+				tok, ok := body["id_token"].(string)
+				if !ok {
+					return
+				}
 				parts := strings.Split(tok, ".")
 				payload, _ := base64.RawURLEncoding.DecodeString(parts[1])
 				var claims map[string]any
@@ -134,6 +138,17 @@ func (p *testProvider) forging(next http.Handler) http.Handler {
 				parts[1] = base64.RawURLEncoding.EncodeToString(payload)
 				body["id_token"] = strings.Join(parts, ".")
 			}
+		case change != nil && strings.HasSuffix(r.URL.Path, "/userinfo"):
+			rewrite = change
+		default:
+			next.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		var body map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err == nil {
+			rewrite(body)
 		}
 		b, _ := json.Marshal(body)
 		for k, v := range rec.Header() {
@@ -576,9 +591,28 @@ func TestSignInEmailChecks(t *testing.T) {
 	if me.User != "mallory@example.com" {
 		t.Fatalf("signed in as %+v", me)
 	}
-	auth, flow := startSignIn(t, h, p, h.client, "")
-	h.do(call{method: "GET", path: p.providerLogin(t, auth, "odd").RequestURI(), header: map[string]string{"Cookie": flow.Name + "=" + flow.Value}}).
-		expectProblem(t, 403, "forbidden")
+	refused := func(user string, status int, code string) {
+		t.Helper()
+		n := len(sessionsStarted(t, h))
+		auth, flow := startSignIn(t, h, p, h.client, "")
+		h.do(call{method: "GET", path: p.providerLogin(t, auth, user).RequestURI(), header: map[string]string{"Cookie": flow.Name + "=" + flow.Value}}).
+			expectProblem(t, status, code)
+		if len(sessionsStarted(t, h)) != n {
+			t.Fatalf("%s was refused but got a session", user)
+		}
+	}
+	refused("odd", 403, "forbidden")
+	// An address the provider says it has not verified is refused even so
+	// (some providers send the claim as a string).
+	p.userinfo.Store(func(c map[string]any) { c["email_verified"] = "false" })
+	refused("grace", 403, "forbidden")
+	p.userinfo.Store(func(c map[string]any) { c["email_verified"] = false })
+	refused("grace", 403, "forbidden")
+	p.userinfo.Store(func(c map[string]any) { c["email_verified"] = "maybe" })
+	refused("grace", 401, "unauthenticated")
+	// Userinfo about someone else than the ID token's subject.
+	p.userinfo.Store(func(c map[string]any) { c["sub"] = "mallory" })
+	refused("grace", 401, "unauthenticated")
 }
 
 func TestSignInReturnTo(t *testing.T) {
