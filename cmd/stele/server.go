@@ -83,6 +83,12 @@ type apiFlags struct {
 	BootstrapOrg     string
 	BootstrapOwner   string
 	RatePerSecond    float64
+
+	// OIDCSessionTTL is how long a browser session lasts (0: 12 hours);
+	// OIDCNoEmailVerified accepts addresses from a provider that never
+	// sends email_verified.
+	OIDCSessionTTL      time.Duration
+	OIDCNoEmailVerified bool
 }
 
 func (f *apiFlags) register(fs *pflag.FlagSet) {
@@ -94,6 +100,8 @@ func (f *apiFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.OIDCIssuer, "oidc-issuer", "", "OpenID Connect issuer URL for people's sign-in (default $STELE_OIDC_ISSUER)")
 	fs.StringVar(&f.OIDCClientID, "oidc-client-id", "", "OpenID Connect client id (default $STELE_OIDC_CLIENT_ID)")
 	fs.StringVar(&f.OIDCClientSecret, "oidc-client-secret", "", "OpenID Connect client secret, if the client has one (default $STELE_OIDC_CLIENT_SECRET; prefer the variable: arguments show in ps)")
+	fs.DurationVar(&f.OIDCSessionTTL, "oidc-session-ttl", 12*time.Hour, "how long a browser session started through OpenID Connect lasts")
+	fs.BoolVar(&f.OIDCNoEmailVerified, "oidc-no-email-verified-claim", false, "the OpenID provider never sends email_verified (it releases only verified addresses): accept addresses without the claim")
 	fs.StringVar(&f.BootstrapOrg, "bootstrap-org", "default", "on an empty ledger, create this organization and an owner token for it")
 	fs.StringVar(&f.BootstrapOwner, "bootstrap-owner", "", "on an empty ledger, make this person (an e-mail address) the first organization's owner (default $STELE_BOOTSTRAP_OWNER)")
 	fs.Float64Var(&f.RatePerSecond, "rate-limit", 100, "requests per second allowed to each token, session or anonymous address (bursts of twice as many)")
@@ -156,7 +164,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
 		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond)}
 	if cfg.API.OIDCIssuer != "" {
-		apiCfg.OIDC = &api.OIDCConfig{Issuer: cfg.API.OIDCIssuer, ClientID: cfg.API.OIDCClientID, ClientSecret: cfg.API.OIDCClientSecret}
+		apiCfg.OIDC = &api.OIDCConfig{Issuer: cfg.API.OIDCIssuer, ClientID: cfg.API.OIDCClientID, ClientSecret: cfg.API.OIDCClientSecret,
+			SessionTTL: cfg.API.OIDCSessionTTL, NoEmailVerifiedClaim: cfg.API.OIDCNoEmailVerified}
 	}
 	handler, err := api.New(apiCfg)
 	if err != nil {
