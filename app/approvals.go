@@ -283,7 +283,12 @@ func (s *Service) ApproveRequest(ctx context.Context, req Request, id string, ke
 			return evs, err
 		}})
 	d := ApprovalDecision{Result: res, Status: status}
-	if err != nil || res.Replayed || r.Kind != domain.ApprovalChange || status != domain.StatusApproved {
+	if err == nil && res.Replayed { // the first attempt decided; report where the request stands now
+		now, err := s.approvalSnapshot(ctx, id)
+		d.Status = now.status
+		return d, err
+	}
+	if err != nil || r.Kind != domain.ApprovalChange || status != domain.StatusApproved {
 		return d, err
 	}
 	applied, ares, err := s.applyChange(ctx, req, id)
