@@ -35,8 +35,16 @@ func (s *Server) devSignInPage(w http.ResponseWriter, r *http.Request) {
 			Detail: "return_to: want a path of this server, such as /orgs"})
 		return
 	}
-	s.page(w, r, http.StatusOK, authPage{Title: "Development sign-in", Form: true, ReturnTo: returnTo,
+	s.page(w, r, http.StatusOK, authPage{Title: "Development sign-in", Form: true, ReturnTo: returnTo, CSRF: s.csrfOf(r),
 		Message: "Type the e-mail address of the person to sign in as. No password is asked."})
+}
+
+// csrfOf is the request's CSRF cookie, if it looks like one.
+func (s *Server) csrfOf(r *http.Request) string {
+	if ck, err := r.Cookie(s.csrfCookieName()); err == nil && len(ck.Value) >= 16 && len(ck.Value) <= 100 {
+		return ck.Value
+	}
+	return ""
 }
 
 // sameOrigin refuses a sign-in posted from another site (login CSRF): a
@@ -80,9 +88,9 @@ func (s *Server) devSignIn(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		for k, v := range r.PostForm {
-			if (k != "email" && k != "return_to") || len(v) != 1 {
+			if (k != "email" && k != "return_to" && k != "csrf_token") || len(v) != 1 {
 				s.authProblem(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: k,
-					Detail: k + ": the form takes one email and one return_to"})
+					Detail: k + ": the form takes one email, return_to and csrf_token"})
 				return
 			}
 		}
@@ -107,7 +115,7 @@ func (s *Server) devSignIn(w http.ResponseWriter, r *http.Request) {
 		detail := "email: want an e-mail address (lowercase letters, digits and the usual punctuation) or an identifier"
 		if form && wantsHTML(r) {
 			s.page(w, r, http.StatusBadRequest, authPage{Title: "Development sign-in", Form: true, ReturnTo: returnTo,
-				Email: email, Error: detail})
+				CSRF: s.csrfOf(r), Email: email, Error: detail})
 			return
 		}
 		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "email", Detail: detail})

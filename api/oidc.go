@@ -594,6 +594,9 @@ type authPage struct {
 	Form      bool
 	Email     string
 	ReturnTo  string
+	// CSRF is the browser's CSRF cookie, echoed by the form: a browser
+	// that is signed in already must send it to sign in again.
+	CSRF string
 }
 
 // authPageHTML has no script and no inline style (the page policy
@@ -616,7 +619,8 @@ var authPageHTML = template.Must(template.New("page").Parse(`<!DOCTYPE html>
 <p><label for="email">E-mail address</label>
 <input id="email" name="email" type="email" autocomplete="email" required maxlength="254" value="{{.Email}}"{{if .Error}} aria-describedby="error"{{end}}></p>
 <input type="hidden" name="return_to" value="{{.ReturnTo}}">
-<p><button type="submit">Sign in</button></p>
+{{if .CSRF}}<input type="hidden" name="csrf_token" value="{{.CSRF}}">
+{{end}}<p><button type="submit">Sign in</button></p>
 </form>
 {{end}}{{if .Retry}}<p><a href="{{.Retry}}">Sign in again</a></p>
 {{end}}{{if .RequestID}}<p>Request id: <code>{{.RequestID}}</code></p>

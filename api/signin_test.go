@@ -770,6 +770,22 @@ func TestSignInDev(t *testing.T) {
 	if me.User != "dev@example.com" || me.Method != "dev" || !me.DevSignIn {
 		t.Fatalf("signed in as %+v", me)
 	}
+	// Signed in, the browser signs in as someone else: the page carries
+	// the CSRF token the form must echo, and the previous session ends.
+	firstSession, firstCSRF := setCookies(r)["__Host-stele_session"], setCookies(r)["__Host-stele_csrf"]
+	again := h.do(call{method: "GET", path: "/v1/auth/dev", client: browser}).expect(t, 200)
+	if !strings.Contains(string(again.body), `name="csrf_token" value="`+firstCSRF.Value+`"`) {
+		t.Fatalf("the page of a signed-in browser lacks the CSRF token:\n%s", again.body)
+	}
+	h.do(call{method: "POST", path: "/v1/auth/dev", client: browser, body: "email=eve%40example.com",
+		contentType: "application/x-www-form-urlencoded"}).expectProblem(t, 403, "csrf_failed")
+	h.do(call{method: "POST", path: "/v1/auth/dev", client: browser, body: "email=eve%40example.com&csrf_token=" + url.QueryEscape(firstCSRF.Value),
+		contentType: "application/x-www-form-urlencoded"}).expect(t, http.StatusSeeOther)
+	h.do(call{method: "GET", path: "/v1/me", client: browser}).expect(t, 200).decode(t, &me)
+	if me.User != "eve@example.com" {
+		t.Fatalf("signed in again as %+v", me)
+	}
+	h.get("/v1/me", firstSession.Value).expectProblem(t, 401, "unauthenticated")
 
 	// JSON: the session's person and expiry, never the credential.
 	r = h.post("/v1/auth/dev", "", map[string]string{"email": "ada@example.com"}).expect(t, http.StatusCreated)
@@ -811,8 +827,8 @@ func TestSignInDev(t *testing.T) {
 	if got := len(sessionsStarted(t, h)); got != n {
 		t.Fatalf("bad input started %d sessions", got-n)
 	}
-	if got := len(sessionsStarted(t, h)); got != before+2 {
-		t.Fatalf("%d sessions, want %d", got, before+2)
+	if got := len(sessionsStarted(t, h)); got != before+3 {
+		t.Fatalf("%d sessions, want %d", got, before+3)
 	}
 	if strings.Contains(h.Logs.String(), cred.Value[strings.LastIndex(cred.Value, ".")+1:]) {
 		t.Fatal("a credential reached the log")
