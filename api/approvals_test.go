@@ -874,3 +874,48 @@ func TestApprovalPolicyChange(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// Two clients collecting one sign-in at once: one gets the session, the
+// other already_delivered, and no session is left that nobody received.
+func TestApprovalLoginCollectedOnce(t *testing.T) {
+	f := newApprFixture(t)
+	keys := newApprKeys(t)
+	c := f.create(t, "", map[string]any{"kind": "login", "public_key": keys.public()})
+	f.post("/v1/approvals/"+c.ID+"/approve", f.Bob, map[string]any{}).expect(t, 200)
+	const n = 4
+	results := make(chan response, n)
+	for range n {
+		go func() { results <- f.collect(t, c.ID, "", map[string]any{"poll_token": c.PollToken}) }()
+	}
+	delivered := 0
+	for range n {
+		r := <-results
+		switch r.status {
+		case 200:
+			delivered++
+		default:
+			r.expectProblem(t, 410, "already_delivered")
+		}
+	}
+	if delivered != 1 {
+		t.Fatalf("%d deliveries of one sign-in", delivered)
+	}
+	started, ended := map[string]bool{}, map[string]bool{}
+	for _, rec := range f.records(t) {
+		switch {
+		case rec.Type == "session.started" && strings.Contains(string(rec.Data), c.ID):
+			started[rec.StreamID] = true
+		case rec.Type == "session.ended":
+			ended[rec.StreamID] = true
+		}
+	}
+	live := 0
+	for s := range started {
+		if !ended[s] {
+			live++
+		}
+	}
+	if live != 1 {
+		t.Fatalf("%d sessions started for the sign-in, %d of them left open", len(started), live)
+	}
+}
