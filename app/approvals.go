@@ -446,14 +446,13 @@ func (s *Service) Approval(ctx context.Context, actor domain.Actor, id string) (
 			return ApprovalView{}, notFound
 		}
 	default:
-		p, err := s.Authorize(ctx, actor, r.Org, r.Project, r.Env, domain.PermApprove)
+		_, err := s.Authorize(ctx, actor, r.Org, r.Project, r.Env, domain.PermApprove)
 		if errors.Is(err, domain.ErrForbidden) {
 			return ApprovalView{}, notFound
 		}
 		if err != nil {
 			return ApprovalView{}, err
 		}
-		_ = p
 		if e, err := s.environment(ctx, Env{r.Org, r.Project, r.Env}); err == nil {
 			if (r.Kind == domain.ApprovalSecrets && e.Approval.Reveal) || (r.Kind == domain.ApprovalChange && e.Approval.Change) {
 				required = max(required, e.Approval.ApproversNeeded())
