@@ -442,7 +442,7 @@ func TestApprovalLongPoll(t *testing.T) {
 		t.Fatal("the collection did not wake up after the approval")
 	}
 	res.r.expect(t, 200)
-	if lag := res.at.Sub(approved); lag > 500*time.Millisecond {
+	if lag := res.at.Sub(approved); lag > 800*time.Millisecond {
 		t.Fatalf("the collection answered %s after the approval", lag)
 	}
 	if res.at.Sub(start) > 5*time.Second {
@@ -476,7 +476,7 @@ func TestApprovalLongPoll(t *testing.T) {
 		t.Fatal("the collection did not wake up after the denial")
 	}
 	res.r.expectProblem(t, 409, "approval_denied")
-	if lag := res.at.Sub(denied); lag > 500*time.Millisecond {
+	if lag := res.at.Sub(denied); lag > 800*time.Millisecond {
 		t.Fatalf("the collection answered %s after the denial", lag)
 	}
 }
