@@ -112,9 +112,11 @@ var (
 )
 
 func (s *Server) checkCSRF(r *http.Request) error {
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+	// An opaque origin ("null": sandboxed frames, some redirects) is
+	// another origin too.
+	if o := r.Header.Get("Origin"); o != "" {
 		u, err := url.Parse(o)
-		if err != nil || !strings.EqualFold(u.Host, s.publicHost(r)) {
+		if o == "null" || err != nil || !strings.EqualFold(u.Host, s.publicHost(r)) {
 			return errCSRFOrigin
 		}
 	}

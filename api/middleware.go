@@ -104,6 +104,8 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 		}
 		level := slog.LevelDebug // probes
 		switch {
+		case status == http.StatusServiceUnavailable: // not yet, busy, or the ledger down (logged on its own)
+			level = slog.LevelWarn
 		case status >= 500:
 			level = slog.LevelError
 		case r.URL.Path != "/healthz" && r.URL.Path != "/readyz" && r.URL.Path != "/metrics":
