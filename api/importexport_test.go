@@ -343,6 +343,20 @@ func TestExportRefusals(t *testing.T) {
 	for _, body := range []map[string]any{{"format": "toml"}, {}, {"format": "json", "names": []string{"TEXT", "TEXT"}}, {"format": "json", "names": []string{"no-dash"}}} {
 		h.do(call{method: "POST", path: secDev + "/export", cred: h.Bob, body: body, invalid: true}).expectProblem(t, 400, "invalid_request")
 	}
+	// A secret whose current version is destroyed has no value: named, it
+	// fails the request; otherwise it is left out, as deleted ones are.
+	h.put(secDev+"/secrets/WIPED", h.Bob, map[string]any{"value": "wiped-value-4444"}).expect(t, 201)
+	h.del(secDev+"/secrets/WIPED/versions/1", h.Ada).expect(t, 200)
+	head := must(h.App.Head(ctx))
+	h.post(secDev+"/export", h.Bob, map[string]any{"format": "json", "names": []string{"TEXT", "WIPED"}}).expectProblem(t, 410, "destroyed")
+	h.post(secDev+"/reveal", h.Bob, map[string]any{"names": []string{"TEXT", "WIPED"}}).expectProblem(t, 410, "destroyed")
+	if must(h.App.Head(ctx)) != head {
+		t.Fatal("a refused export recorded reads")
+	}
+	h.del(secDev+"/secrets/BINARY", h.Bob).expect(t, 200)
+	got, _ = secExport(t, h, "dev", "json", nil)
+	secSameValues(t, "everything with a value", got, map[string]string{"TEXT": "text-value-5555"})
+
 	// An empty environment exports an empty file.
 	must(h.App.CreateEnvironment(ctx, secAda(), app.Env{Org: "acme", Project: "web", Env: "empty"}, app.EnvSpec{}))
 	for _, format := range []string{"dotenv", "json", "yaml"} {
@@ -351,5 +365,5 @@ func TestExportRefusals(t *testing.T) {
 			t.Fatalf("%s export of nothing: %q", format, r.body)
 		}
 	}
-	secNoLeak(t, h, "text-value-5555")
+	secNoLeak(t, h, "text-value-5555", "wiped-value-4444")
 }

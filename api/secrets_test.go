@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"testing"
@@ -539,4 +540,64 @@ func TestSecretBulkReveal(t *testing.T) {
 		vals = append(vals, v)
 	}
 	secNoLeak(t, h, vals...)
+}
+
+// A reveal records how the value left: the API by default, a CLI
+// session, or a browser session (cookie).
+func TestSecretRevealChannels(t *testing.T) {
+	h := secSetup(t)
+	path := secDev + "/secrets/CHANNEL"
+	h.put(path, h.Bob, map[string]any{"value": "channel-value-77"}).expect(t, 201)
+
+	bob := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "bob@example.com"}, RequestID: "secrets-test"}
+	cli, _, err := h.App.StartSession(ctx, bob, app.SessionSpec{User: "bob@example.com", Method: domain.SessionCLI, ApprovalID: "cli-approval-1", TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.post(path+"/reveal", h.Bob, nil).expect(t, 200)
+	h.post(path+"/reveal", cli.Credential, nil).expect(t, 200)
+
+	jar := newJar()
+	u := must(url.Parse(h.URL))
+	const csrf = "csrf-token-0123456789"
+	jar.SetCookies(u, []*http.Cookie{{Name: "__Host-stele_session", Value: h.Bob, Path: "/", Secure: true}, {Name: "__Host-stele_csrf", Value: csrf, Path: "/", Secure: true}})
+	browser := h.newClient(jar)
+	h.do(call{method: "POST", path: path + "/reveal", client: browser}).expectProblem(t, 403, "csrf_failed")
+	r := h.do(call{method: "POST", path: path + "/reveal", client: browser, header: map[string]string{"X-CSRF-Token": csrf}}).expect(t, 200)
+
+	var channels []string
+	for _, rd := range secReads(t, h, "CHANNEL", must(strconv.ParseUint(r.position(t), 10, 64))) {
+		channels = append(channels, rd.Channel)
+	}
+	if strings.Join(channels, ",") != "ui,cli,api" {
+		t.Fatalf("channels recorded, newest first: %v", channels)
+	}
+}
+
+// An environment whose policy asks for approvals refuses the direct
+// endpoints, the bulk ones and the create-only set included.
+func TestSecretApprovalPolicy(t *testing.T) {
+	h := secSetup(t)
+	h.put(secDev+"/secrets/GUARDED", h.Bob, map[string]any{"value": "guarded-value-1"}).expect(t, 201)
+	must(h.App.UpdateEnvironment(ctx, secAda(), secDevEnv, app.EnvUpdate{Approval: &domain.ApprovalPolicy{Reveal: true, Change: true}}))
+	head := must(h.App.Head(ctx))
+	for _, c := range []call{
+		{method: "POST", path: secDev + "/secrets/GUARDED/reveal"},
+		{method: "POST", path: secDev + "/reveal", body: map[string]any{"names": []string{"GUARDED"}}},
+		{method: "POST", path: secDev + "/export", body: map[string]any{"format": "json"}},
+		{method: "PUT", path: secDev + "/secrets/GUARDED", body: map[string]any{"value": "guarded-value-2"}},
+		{method: "PUT", path: secDev + "/secrets/FRESH", body: map[string]any{"value": "fresh-value-001"}, header: map[string]string{"If-None-Match": "*"}},
+		{method: "POST", path: secDev + "/import", body: "FRESH=fresh-value-001\nGUARDED=guarded-value-3\n", contentType: "text/plain"},
+	} {
+		c.cred = h.Bob
+		r := h.do(c)
+		r.expectProblem(t, 403, "approval_required")
+		if strings.Contains(string(r.body), "-value-") {
+			t.Fatalf("%s %s: %s", c.method, c.path, r.body)
+		}
+	}
+	if must(h.App.Head(ctx)) != head {
+		t.Fatal("refused requests appended events")
+	}
+	secNoLeak(t, h, "guarded-value-1", "guarded-value-2", "guarded-value-3", "fresh-value-001")
 }
