@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -549,6 +550,12 @@ func (a *Approval) approve(who Principal, c Approve) ([]Event, error) {
 	}
 	if who.Actor.String() == a.req.Requester && (!a.req.SelfApproval || c.NoSelfApproval) {
 		return nil, &ForbiddenError{Actor: who.Actor, Permission: PermApprove, Reason: "the requester cannot approve their own request"}
+	}
+	// Where the policy forbids approving one's own request, the requester
+	// must be known: an anonymous requester could be the approver.
+	if c.NoSelfApproval && strings.HasPrefix(a.req.Requester, string(ActorAnonymous)+":") {
+		return nil, &ForbiddenError{Actor: who.Actor, Permission: PermApprove,
+			Reason: "the environment's approval policy needs requests from signed-in requesters; ask the requester to sign in (stele login) and request again"}
 	}
 	if slices.Contains(a.approvers, who.Actor.String()) {
 		return nil, stateErr(ErrState, "%s has already approved this request", who.Actor)

@@ -57,6 +57,8 @@ func TestApprovalRequests(t *testing.T) {
 			who: owner, when: Approve{Keys: []string{"OTHER"}, BundleKeys: []BundleKey{{Name: "OTHER"}}, Required: 2, Now: t0}, err: ErrInvalid},
 
 		// The environment's policy.
+		{name: "under a policy an anonymous requester could be the approver", given: []Event{anonRequested}, who: dev,
+			when: Approve{Keys: []string{"DB_URL"}, BundleKeys: bundle, Required: 1, NoSelfApproval: true, Now: t0}, err: ErrForbidden},
 		{name: "the policy raises the approvals needed", given: []Event{eveAsks}, who: dev, when: Approve{Keys: []string{"DB_URL"}, Required: 2, NoSelfApproval: true, Now: t0},
 			then: []Event{ApprovalGranted{By: "user:bob", Keys: []string{"DB_URL"}, Required: 2}}},
 		{name: "the policy forbids self-approval", given: []Event{eveAsks}, who: Principal{Actor: eve, Role: RoleDeveloper},
