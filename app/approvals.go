@@ -446,12 +446,18 @@ func (s *Service) Approval(ctx context.Context, actor domain.Actor, id string) (
 			return ApprovalView{}, notFound
 		}
 	default:
-		_, err := s.Authorize(ctx, actor, r.Org, r.Project, r.Env, domain.PermApprove)
-		if errors.Is(err, domain.ErrForbidden) {
-			return ApprovalView{}, notFound
-		}
-		if err != nil {
-			return ApprovalView{}, err
+		// Approvers see a request, and so does its requester. A member
+		// without the approver's role is told so; anyone else learns
+		// nothing of it.
+		if actor.String() != r.Requester {
+			_, err := s.Authorize(ctx, actor, r.Org, r.Project, r.Env, domain.PermApprove)
+			var fe *domain.ForbiddenError
+			if errors.As(err, &fe) && fe.Outsider {
+				return ApprovalView{}, notFound
+			}
+			if err != nil {
+				return ApprovalView{}, err
+			}
 		}
 		if e, err := s.environment(ctx, Env{r.Org, r.Project, r.Env}); err == nil {
 			if (r.Kind == domain.ApprovalSecrets && e.Approval.Reveal) || (r.Kind == domain.ApprovalChange && e.Approval.Change) {
