@@ -208,7 +208,7 @@ func TestApprovalSeedFlow(t *testing.T) {
 	}
 	// Only approvers in that environment see it: a member without the
 	// role is told so, another tenant learns nothing.
-	f.get("/v1/approvals/"+c.ID, f.Eve).expectProblem(t, 403, "forbidden") // a viewer
+	f.get("/v1/approvals/"+c.ID, f.Eve).expectProblem(t, 403, "forbidden")  // a viewer
 	f.get("/v1/approvals/"+c.ID, f.Olga).expectProblem(t, 404, "not_found") // another tenant
 	f.get("/v1/approvals/"+c.ID, "").expectProblem(t, 401, "unauthenticated")
 	f.get("/v1/approvals/0123456789abcdef01234567", f.Bob).expectProblem(t, 404, "not_found")

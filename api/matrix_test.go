@@ -170,7 +170,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{op: "grantOrgRole", method: "PUT", path: func(who string) string { return "/v1/orgs/acme/members/g-" + who + "@example.com" },
 			body: func(string) any { return map[string]any{"role": "viewer"} }, min: "admin"},
 		{op: "revokeOrgRole", method: "DELETE", path: func(who string) string { return "/v1/orgs/acme/members/r-" + who + "@example.com" }, min: "admin",
-			setup: func(t *testing.T, who string) { must(h.App.GrantRole(ctx, own, "acme", "r-"+who+"@example.com", domain.RoleViewer, "")) }},
+			setup: func(t *testing.T, who string) {
+				must(h.App.GrantRole(ctx, own, "acme", "r-"+who+"@example.com", domain.RoleViewer, ""))
+			}},
 		{op: "grantProjectRole", method: "PUT", path: func(who string) string { return "/v1/orgs/acme/projects/web/members/gp-" + who + "@example.com" },
 			body: func(string) any { return map[string]any{"role": "developer"} }, min: "admin"},
 		{op: "revokeProjectRole", method: "DELETE", path: func(who string) string { return "/v1/orgs/acme/projects/web/members/rp-" + who + "@example.com" }, min: "admin",
@@ -188,7 +190,9 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{op: "updateEnvironment", method: "PATCH", path: fixed(env), body: func(who string) any { return map[string]any{"name": "Production " + who} }, min: "admin"},
 		{op: "listBundles", method: "GET", path: fixed("/v1/orgs/acme/projects/web/bundles"), min: "viewer"},
 		{op: "createBundle", method: "POST", path: fixed("/v1/orgs/acme/projects/web/bundles"),
-			body: func(who string) any { return map[string]any{"id": "b-" + who, "keys": []map[string]any{{"name": "DB_URL"}}} }, min: "admin"},
+			body: func(who string) any {
+				return map[string]any{"id": "b-" + who, "keys": []map[string]any{{"name": "DB_URL"}}}
+			}, min: "admin"},
 		{op: "getBundle", method: "GET", path: fixed("/v1/orgs/acme/projects/web/bundles/backend"), min: "viewer"},
 		{op: "replaceBundle", method: "PUT", path: func(who string) string { return "/v1/orgs/acme/projects/web/bundles/rb-" + who },
 			body: func(string) any { return map[string]any{"keys": []map[string]any{{"name": "API_KEY"}}} }, min: "admin",
