@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +41,9 @@ type apiBench struct {
 	// append, store level, no HTTP) at each concurrency, from the same run.
 	LedgerAppendsPerSec map[string]float64 `json:"ledger_appends_per_sec"`
 	Transport           string             `json:"transport"`
+	// Projector says whether the read models followed the log during the
+	// load, as in a server (the default).
+	Projector bool `json:"projector"`
 }
 
 type apiScenario struct {
@@ -55,6 +60,8 @@ func newBenchAPICmd() *cobra.Command {
 	var clients []int
 	var duration time.Duration
 	var secrets int
+	var cpuProfile, blockProfile string
+	var withProjector bool
 	cmd := &cobra.Command{
 		Use:   "api",
 		Short: "Load the HTTP API on loopback: reveals, sets and metadata lists per second, with latencies",
@@ -99,7 +106,28 @@ in the same run at the same concurrency.`,
 				return err
 			}
 			defer pool.Close()
-			res, err := benchAPI(ctx, admin, pool, clients, duration, secrets)
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
+			if blockProfile != "" {
+				runtime.SetBlockProfileRate(int(time.Microsecond))
+				runtime.SetMutexProfileFraction(5)
+				defer func() {
+					if f, err := os.Create(blockProfile); err == nil {
+						pprof.Lookup("block").WriteTo(f, 0)
+						f.Close()
+					}
+				}()
+			}
+			res, err := benchAPI(ctx, admin, pool, clients, duration, secrets, withProjector)
 			if err != nil {
 				return err
 			}
@@ -109,13 +137,16 @@ in the same run at the same concurrency.`,
 	db.register(cmd.Flags())
 	cmd.Flags().IntSliceVar(&clients, "clients", []int{16, 64}, "concurrent clients (a run per count)")
 	cmd.Flags().DurationVar(&duration, "duration", 5*time.Second, "how long each scenario runs at each count")
+	cmd.Flags().BoolVar(&withProjector, "projector", true, "keep the read models following the log during the load, as a server does (false: lists read the read models as they were before the load)")
+	cmd.Flags().StringVar(&blockProfile, "blockprofile", "", "write a profile of where goroutines waited to this file")
+	cmd.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (server and clients) to this file")
 	cmd.Flags().IntVar(&secrets, "secrets", 100, "secrets in the listed environment (at least the largest client count are written to)")
 	return cmd
 }
 
-func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, duration time.Duration, listed int) (apiBench, error) {
+func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, duration time.Duration, listed int, withProjector bool) (apiBench, error) {
 	res := apiBench{Seconds: duration.Seconds(), Scenarios: map[string][]apiScenario{}, LedgerAppendsPerSec: map[string]float64{},
-		Transport: "HTTP/1.1 over loopback TCP, keep-alive, no TLS"}
+		Transport: "HTTP/1.1 over loopback TCP, keep-alive, no TLS", Projector: withProjector}
 	logger := quietLogger()
 	if err := migrateAll(ctx, pool); err != nil {
 		return res, err
@@ -148,7 +179,9 @@ func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, dur
 	if _, err := proj.Setup(ctx); err != nil {
 		return res, err
 	}
-	go proj.Run(bg)
+	pctx, stopProjector := context.WithCancel(bg)
+	defer stopProjector()
+	go proj.Run(pctx)
 	server, err := api.New(api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Logger: logger,
 		RatePerSecond: 1e9, RateBurst: 1e9})
 	if err != nil {
@@ -187,6 +220,9 @@ func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, dur
 	}
 	if err := projections.WaitFor(ctx, pool, last.Position, time.Minute); err != nil {
 		return res, err
+	}
+	if !withProjector {
+		stopProjector()
 	}
 
 	envPath := base + "/v1/orgs/bench/projects/app/envs/production"
