@@ -289,8 +289,11 @@ func newServerCmd() *cobra.Command {
 		Short: "Run the Stele server",
 		Long: `Run the Stele server: it connects to PostgreSQL, applies the schema
 migrations, opens the ledger, creates the checkpoint signing key on first
-start (in the data folder, mode 0600), signs checkpoints on a cadence and
-serves HTTP (/healthz, /readyz).`,
+start (in the data folder, mode 0600), signs checkpoints on a cadence,
+keeps the read models up to date, rotates keys when due, and serves the
+HTTP API (/v1, described at /v1/openapi.yaml), /healthz, /readyz and
+/metrics. On an empty ledger it creates a first organization and an owner
+token (shown once, and written to <data-dir>/bootstrap-token).`,
 		Example: `  stele server --dev                      # local development: private PostgreSQL, .stele/data
   DATABASE_URL=postgres://… stele server --listen :8080 --data-dir /var/lib/stele`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
