@@ -331,17 +331,11 @@ func (s *Server) putSecret(w http.ResponseWriter, r *http.Request) {
 	}
 	defer clear(value)
 	req := s.request(r)
-	in := app.SetSecret{Value: value, IfVersion: ifVersion, Metadata: body.apply(domain.SecretMetadata{})}
-	var res app.Result
-	var err error
-	if createOnly {
-		res, err = s.cfg.App.CreateSecret(r.Context(), req, ref, in)
-		if errors.Is(err, domain.ErrAlreadyExists) {
-			problem(w, r, http.StatusPreconditionFailed, "already_exists", err.Error()+" (If-None-Match: *)")
-			return
-		}
-	} else {
-		res, err = s.cfg.App.SetSecret(r.Context(), req, ref, in)
+	in := app.SetSecret{Value: value, IfVersion: ifVersion, CreateOnly: createOnly, Metadata: body.apply(domain.SecretMetadata{})}
+	res, err := s.cfg.App.SetSecret(r.Context(), req, ref, in)
+	if createOnly && errors.Is(err, domain.ErrAlreadyExists) {
+		problem(w, r, http.StatusPreconditionFailed, "already_exists", err.Error()+" (If-None-Match: *)")
+		return
 	}
 	if err != nil {
 		s.fail(w, r, err)

@@ -34,6 +34,9 @@ type SetSecret struct {
 	// IfVersion, when not 0, is a check-and-set: the secret must be at
 	// that version.
 	IfVersion uint64
+	// CreateOnly refuses to write a secret that exists (HTTP's
+	// If-None-Match: *); it goes with IfVersion 0.
+	CreateOnly bool
 	// Metadata is recorded when the secret is created.
 	Metadata domain.SecretMetadata
 }
@@ -42,6 +45,9 @@ type SetSecret struct {
 // encrypted under the environment's keyset, bound to the secret's place
 // and version; only the ciphertext reaches the log.
 func (s *Service) SetSecret(ctx context.Context, req Request, ref domain.SecretRef, in SetSecret) (Result, error) {
+	if in.CreateOnly && in.IfVersion != 0 {
+		return Result{}, &domain.ValidationError{Field: "if version", Reason: "a creation has no version to check"}
+	}
 	if len(in.Value) > crypto.MaxValueSize {
 		return Result{}, fmt.Errorf("%w: %d bytes; the limit is %d", ErrValueTooLarge, len(in.Value), crypto.MaxValueSize)
 	}
@@ -60,9 +66,13 @@ func (s *Service) SetSecret(ctx context.Context, req Request, ref domain.SecretR
 		return Result{}, err
 	}
 	res, evs, err := s.execute(ctx, req, command{
-		stream: ref.Stream(), tenant: ref.Org, name: "set secret " + strconv.FormatUint(in.IfVersion, 10), target: ref.Stream(), mk: newSecretAgg,
+		stream: ref.Stream(), tenant: ref.Org, name: setName(in), target: ref.Stream(), mk: newSecretAgg,
 		decide: func(a aggregate) ([]domain.Event, error) {
 			sec := a.(*domain.Secret)
+			if in.CreateOnly && sec.Exists() {
+				// The domain refuses, and says whether the secret is deleted.
+				return sec.Handle(who, domain.CreateSecret{Ref: ref, Metadata: in.Metadata})
+			}
 			// Read the keyset on every attempt: a rotation may have made a
 			// new primary since the last one.
 			_, ks, err := s.keyset(ctx, req, who, env, true)
@@ -91,6 +101,14 @@ func (s *Service) SetSecret(ctx context.Context, req Request, ref domain.SecretR
 		s.heal(ctx, req, who, ref, evs, in.Value)
 	}
 	return res, err
+}
+
+// setName names a write for idempotency: a retry must repeat its kind.
+func setName(in SetSecret) string {
+	if in.CreateOnly {
+		return "create secret"
+	}
+	return "set secret " + strconv.FormatUint(in.IfVersion, 10)
 }
 
 // heal reseals a value just written if the key that sealed it stopped

@@ -3,62 +3,9 @@ package app
 import (
 	"context"
 	"errors"
-	"fmt"
 
-	"stele.dev/stele/crypto"
 	"stele.dev/stele/domain"
 )
-
-// CreateSecret creates a secret with its first value, and only creates:
-// when the secret exists (deleted or not) it fails with an error matching
-// domain.ErrAlreadyExists and appends nothing. It is SetSecret's
-// create-only form (HTTP's If-None-Match: *); in.IfVersion must be 0.
-func (s *Service) CreateSecret(ctx context.Context, req Request, ref domain.SecretRef, in SetSecret) (Result, error) {
-	if in.IfVersion != 0 {
-		return Result{}, &domain.ValidationError{Field: "if version", Reason: "a creation has no version to check"}
-	}
-	if len(in.Value) > crypto.MaxValueSize {
-		return Result{}, fmt.Errorf("%w: %d bytes; the limit is %d", ErrValueTooLarge, len(in.Value), crypto.MaxValueSize)
-	}
-	env := envOf(ref)
-	who, err := s.access(ctx, req.Actor, ref.Org, ref.Project, ref.Env)
-	if err != nil {
-		return Result{}, err
-	}
-	if _, err := s.environment(ctx, env); err != nil {
-		return Result{}, err
-	}
-	if !who.Role.Can(domain.PermWriteSecret) { // refuse before touching keys
-		return Result{}, &domain.ForbiddenError{Actor: req.Actor, Permission: domain.PermWriteSecret, Reason: "role " + string(who.Role)}
-	}
-	if err := s.checkChange(ctx, who, ref, domain.PermWriteSecret); err != nil { // the environment's approval policy
-		return Result{}, err
-	}
-	res, evs, err := s.execute(ctx, req, command{
-		stream: ref.Stream(), tenant: ref.Org, name: "create secret", target: ref.Stream(), mk: newSecretAgg,
-		decide: func(a aggregate) ([]domain.Event, error) {
-			sec := a.(*domain.Secret)
-			if sec.Exists() {
-				// The domain refuses, and says whether the secret is deleted.
-				return sec.Handle(who, domain.CreateSecret{Ref: ref, Metadata: in.Metadata})
-			}
-			_, ks, err := s.keyset(ctx, req, who, env, true)
-			if err != nil {
-				return nil, err
-			}
-			v, err := seal(ks, ref, 1, in.Value)
-			if err != nil {
-				return nil, err
-			}
-			return sec.Handle(who, domain.CreateSecret{Ref: ref, Value: v, Metadata: in.Metadata})
-		},
-	})
-	res.Version = versionOf(evs)
-	if err == nil && !res.Replayed {
-		s.heal(ctx, req, who, ref, evs, in.Value)
-	}
-	return res, err
-}
 
 // KeysetPosition returns the log position of the latest event of env's
 // keyset (0 when it has none). A key change (RotateKeyset, DisableKey,

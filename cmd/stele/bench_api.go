@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"slices"
@@ -24,8 +23,6 @@ import (
 
 	"stele.dev/stele/api"
 	"stele.dev/stele/app"
-	"stele.dev/stele/crypto"
-	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/domain"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/projections"
@@ -148,33 +145,13 @@ func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, dur
 	res := apiBench{Seconds: duration.Seconds(), Scenarios: map[string][]apiScenario{}, LedgerAppendsPerSec: map[string]float64{},
 		Transport: "HTTP/1.1 over loopback TCP, keep-alive, no TLS", Projector: withProjector}
 	logger := quietLogger()
-	if err := migrateAll(ctx, pool); err != nil {
-		return res, err
-	}
-	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
-	if err != nil {
-		return res, err
-	}
-	defer store.Close()
-	dir, err := os.MkdirTemp("", "stele-bench-")
-	if err != nil {
-		return res, err
-	}
-	defer os.RemoveAll(dir)
-	uri, err := crypto.CreateLocalMasterKey(filepath.Join(dir, "master.key"))
-	if err != nil {
-		return res, err
-	}
-	kek, err := crypto.OpenKEK(ctx, uri)
-	if err != nil {
-		return res, err
-	}
 	bg, stop := context.WithCancel(ctx)
 	defer stop()
-	svc, err := newApp(bg, store, pgstore.New(pool), kek, logger)
+	store, svc, done, err := benchApp(bg, pool, logger)
 	if err != nil {
 		return res, err
 	}
+	defer done()
 	proj := projections.New(projections.Config{Pool: pool, Store: store, Logger: logger}, projections.All()...)
 	if _, err := proj.Setup(ctx); err != nil {
 		return res, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -101,34 +102,48 @@ position 0, timed, beside pgx CopyFrom of as many ledger rows.`,
 	return cmd
 }
 
-func benchProjections(ctx context.Context, pool *pgxpool.Pool, writers, updates, backlog int) (projectionBench, error) {
-	res := projectionBench{Writers: writers, RebuildEventsPerSec: map[string]float64{}}
-	logger := quietLogger()
+// benchApp migrates a scratch schema and opens the ledger and the
+// application layer on it, with a fresh local KEK; done releases them.
+func benchApp(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) (*postgres.Store, *app.Service, func(), error) {
 	if err := migrateAll(ctx, pool); err != nil {
-		return res, err
+		return nil, nil, nil, err
 	}
 	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
 	if err != nil {
-		return res, err
+		return nil, nil, nil, err
 	}
-	defer store.Close()
 	dir, err := os.MkdirTemp("", "stele-bench-")
 	if err != nil {
-		return res, err
+		store.Close()
+		return nil, nil, nil, err
 	}
-	defer os.RemoveAll(dir)
+	done := func() { store.Close(); os.RemoveAll(dir) }
 	uri, err := crypto.CreateLocalMasterKey(filepath.Join(dir, "master.key"))
 	if err != nil {
-		return res, err
+		done()
+		return nil, nil, nil, err
 	}
 	kek, err := crypto.OpenKEK(ctx, uri)
 	if err != nil {
-		return res, err
+		done()
+		return nil, nil, nil, err
 	}
 	svc, err := newApp(ctx, store, pgstore.New(pool), kek, logger)
 	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return store, svc, done, nil
+}
+
+func benchProjections(ctx context.Context, pool *pgxpool.Pool, writers, updates, backlog int) (projectionBench, error) {
+	res := projectionBench{Writers: writers, RebuildEventsPerSec: map[string]float64{}}
+	logger := quietLogger()
+	store, svc, release, err := benchApp(ctx, pool, logger)
+	if err != nil {
 		return res, err
 	}
+	defer release()
 	ada := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "ada"}}
 	env := app.Env{Org: "bench", Project: "app", Env: "production"}
 	for _, step := range []func() error{

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"stele.dev/stele/internal/pgtest"
 )
 
@@ -110,5 +112,47 @@ func TestServerBootstrapsAndServesTLS(t *testing.T) {
 	defer s2.Stop(5 * time.Second)
 	if s2.BootstrapToken != "" || s2.BootstrapFile != s.BootstrapFile {
 		t.Fatalf("restart: token %q file %q", s2.BootstrapToken, s2.BootstrapFile)
+	}
+}
+
+// stele bench api runs every scenario at each client count, with no
+// failed request, beside the ledger's rate, and drops its schemas.
+func TestBenchAPIPrintsJSONAndCleansUp(t *testing.T) {
+	url := pgtest.URL(t)
+	r := stele(t, []string{"DATABASE_URL=" + url}, "bench", "api", "--clients", "2,3", "--duration", "200ms", "--secrets", "5")
+	var out struct {
+		Scenarios map[string][]struct {
+			Clients   int     `json:"clients"`
+			Requests  int     `json:"requests"`
+			OpsPerSec float64 `json:"ops_per_sec"`
+			P99ms     float64 `json:"p99_ms"`
+			Errors    int     `json:"errors"`
+		} `json:"scenarios"`
+		Ledger    map[string]float64 `json:"ledger_appends_per_sec"`
+		Projector bool               `json:"projector"`
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &out) != nil {
+		t.Fatalf("bench: %+v", r)
+	}
+	for _, name := range []string{"set", "reveal", "list"} {
+		runs := out.Scenarios[name]
+		if len(runs) != 2 || runs[0].Clients != 2 || runs[1].Clients != 3 {
+			t.Fatalf("%s: %+v", name, runs)
+		}
+		for _, x := range runs {
+			if x.Requests == 0 || x.OpsPerSec <= 0 || x.P99ms <= 0 || x.Errors != 0 {
+				t.Errorf("%s: %+v", name, x)
+			}
+		}
+	}
+	if out.Ledger["2"] <= 0 || out.Ledger["3"] <= 0 || !out.Projector {
+		t.Errorf("ledger %v, projector %v", out.Ledger, out.Projector)
+	}
+	pool, _ := pgxpool.New(context.Background(), url)
+	defer pool.Close()
+	var left int
+	pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'stele_bench_%'`).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d scratch schemas left behind", left)
 	}
 }
