@@ -87,67 +87,74 @@ func retryAfter(w http.ResponseWriter, seconds int) {
 }
 
 // fail answers with the problem an error of the application, the domain
-// or the read models stands for. Errors it does not know are logged and
-// answered 500 with no detail: their text may say more than a client
-// should see.
+// or the read models stands for.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeProblemDoc(w, r, s.problemOf(w, r, err))
+}
+
+// problemOf is the problem an error stands for; it sets the headers that
+// go with it (Retry-After, WWW-Authenticate). Errors it does not know are
+// logged and become 500 with no detail: their text may say more than a
+// client should see.
+func (s *Server) problemOf(w http.ResponseWriter, r *http.Request, err error) (p Problem) {
 	var fe *domain.ForbiddenError
 	var ve *domain.ValidationError
 	switch {
 	case errors.Is(err, app.ErrUnauthenticated):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stele"`)
-		problem(w, r, http.StatusUnauthorized, "unauthenticated", "sign in, or send a valid token")
+		p = Problem{Status: http.StatusUnauthorized, Code: "unauthenticated", Detail: "sign in, or send a valid token"}
 	case errors.As(err, &fe) && fe.Outsider:
-		problem(w, r, http.StatusNotFound, "not_found", "no such resource")
+		p = Problem{Status: http.StatusNotFound, Code: "not_found", Detail: "no such resource"}
 	case errors.Is(err, domain.ErrApprovalRequired):
-		problem(w, r, http.StatusForbidden, "approval_required", err.Error())
+		p = Problem{Status: http.StatusForbidden, Code: "approval_required", Detail: err.Error()}
 	case errors.Is(err, domain.ErrForbidden):
-		problem(w, r, http.StatusForbidden, "forbidden", err.Error())
+		p = Problem{Status: http.StatusForbidden, Code: "forbidden", Detail: err.Error()}
 	case errors.As(err, &ve):
-		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Detail: err.Error(), Field: ve.Field})
+		p = Problem{Status: http.StatusBadRequest, Code: "invalid_request", Detail: err.Error(), Field: ve.Field}
 	case errors.Is(err, domain.ErrInvalid):
-		problem(w, r, http.StatusBadRequest, "invalid_request", err.Error())
+		p = Problem{Status: http.StatusBadRequest, Code: "invalid_request", Detail: err.Error()}
 	case errors.Is(err, domain.ErrVersionMismatch):
-		problem(w, r, http.StatusPreconditionFailed, "version_mismatch", err.Error())
+		p = Problem{Status: http.StatusPreconditionFailed, Code: "version_mismatch", Detail: err.Error()}
 	case errors.Is(err, domain.ErrNotFound), errors.Is(err, projections.ErrNotFound):
-		problem(w, r, http.StatusNotFound, "not_found", err.Error())
+		p = Problem{Status: http.StatusNotFound, Code: "not_found", Detail: err.Error()}
 	case errors.Is(err, domain.ErrAlreadyExists):
-		problem(w, r, http.StatusConflict, "already_exists", err.Error())
+		p = Problem{Status: http.StatusConflict, Code: "already_exists", Detail: err.Error()}
 	case errors.Is(err, domain.ErrDeleted):
-		problem(w, r, http.StatusConflict, "deleted", err.Error())
+		p = Problem{Status: http.StatusConflict, Code: "deleted", Detail: err.Error()}
 	case errors.Is(err, domain.ErrDestroyed):
-		problem(w, r, http.StatusGone, "destroyed", err.Error())
+		p = Problem{Status: http.StatusGone, Code: "destroyed", Detail: err.Error()}
 	case errors.Is(err, domain.ErrExpired):
-		problem(w, r, http.StatusGone, "expired", err.Error())
+		p = Problem{Status: http.StatusGone, Code: "expired", Detail: err.Error()}
 	case errors.Is(err, domain.ErrState):
-		problem(w, r, http.StatusConflict, "conflict", err.Error())
+		p = Problem{Status: http.StatusConflict, Code: "conflict", Detail: err.Error()}
 	case errors.Is(err, app.ErrShownOnce):
-		problem(w, r, http.StatusConflict, "shown_once", err.Error())
+		p = Problem{Status: http.StatusConflict, Code: "shown_once", Detail: err.Error()}
 	case errors.Is(err, app.ErrValueTooLarge):
-		problem(w, r, http.StatusRequestEntityTooLarge, "value_too_large", err.Error())
+		p = Problem{Status: http.StatusRequestEntityTooLarge, Code: "value_too_large", Detail: err.Error()}
 	case errors.Is(err, app.ErrIdempotencyKeyReused):
-		problem(w, r, http.StatusUnprocessableEntity, "idempotency_key_reused", err.Error())
+		p = Problem{Status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused", Detail: err.Error()}
 	case errors.Is(err, app.ErrBusy):
 		retryAfter(w, 1)
-		problem(w, r, http.StatusServiceUnavailable, "busy", "too many concurrent changes; try again")
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "busy", Detail: "too many concurrent changes; try again"}
 	case errors.Is(err, projections.ErrNotYet):
 		retryAfter(w, 1)
-		problem(w, r, http.StatusServiceUnavailable, "not_yet", "the read models have not reached the requested position yet; try again")
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "not_yet", Detail: "the read models have not reached the requested position yet; try again"}
 	case errors.Is(err, projections.ErrHalted):
 		s.log.Error("read model halted", "err", err, "request_id", middleware.GetReqID(r.Context()))
-		problem(w, r, http.StatusServiceUnavailable, "projection_halted", "a read model stopped on an integrity failure of the log; an operator must look at it")
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "projection_halted", Detail: "a read model stopped on an integrity failure of the log; an operator must look at it"}
 	case errors.Is(err, app.ErrUnavailable):
 		s.log.Error("ledger unavailable", "err", err, "request_id", middleware.GetReqID(r.Context()))
 		retryAfter(w, 5)
-		problem(w, r, http.StatusServiceUnavailable, "ledger_unavailable", "the ledger cannot take or serve events right now; nothing was done")
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable", Detail: "the ledger cannot take or serve events right now; nothing was done"}
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 		// The client left; nobody reads this answer.
-		problem(w, r, 499, "internal", "the request was canceled")
+		p = Problem{Status: 499, Code: "internal", Detail: "the request was canceled"}
 	case errors.Is(err, context.DeadlineExceeded):
 		retryAfter(w, 1)
-		problem(w, r, http.StatusServiceUnavailable, "ledger_unavailable", "the request timed out; nothing may have been done")
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "ledger_unavailable", Detail: "the request timed out; nothing may have been done"}
 	default:
 		s.log.Error("request failed", "err", err, "method", r.Method, "route", routePattern(r), "request_id", middleware.GetReqID(r.Context()))
-		problem(w, r, http.StatusInternalServerError, "internal", "an internal error occurred; its details are in the server's log under this request id")
+		p = Problem{Status: http.StatusInternalServerError, Code: "internal", Detail: "an internal error occurred; its details are in the server's log under this request id"}
 	}
+	return p
 }
