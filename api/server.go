@@ -184,6 +184,9 @@ func (s *Server) routes() http.Handler {
 			s.mountLedger(r)
 		})
 	})
+	if s.cfg.App != nil {
+		s.mountWeb(r)
+	}
 	return r
 }
 
