@@ -83,6 +83,7 @@ event in that ledger.`,
 		newDevDBCmd(),
 		newVersionCmd(),
 		newHealthcheckCmd(),
+		newRequestCmd(),
 	)
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {
