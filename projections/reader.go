@@ -660,3 +660,61 @@ func (r *Reader) ReadsAt(ctx context.Context, org string, positions []uint64) ([
 	return collect[SecretRead](ctx, r.pool, `SELECT position, recorded_at, project, env, name, version, actor, actor_kind, channel, reason
 		FROM `+liveNames("proj_secret_reads")+` WHERE org = $1 AND position = ANY($2) ORDER BY position`, org, ps)
 }
+
+// ActivityCount counts an organization's events of one type recorded on
+// one day (UTC), for dashboards.
+type ActivityCount struct {
+	Day    time.Time `json:"day" db:"day"`
+	Action string    `json:"action" db:"action"`
+	Events int64     `json:"events" db:"events"`
+}
+
+// AuditActivity counts an organization's events per day (UTC) and event
+// type, recorded in [from, to) (zero: unbounded), by day then type.
+func (r *Reader) AuditActivity(ctx context.Context, org string, from, to time.Time) ([]ActivityCount, error) {
+	w, err := orgWhere(org)
+	if err != nil {
+		return nil, err
+	}
+	if !from.IsZero() {
+		w.add("recorded_at >= $%d", from)
+	}
+	if !to.IsZero() {
+		w.add("recorded_at < $%d", to)
+	}
+	return collect[ActivityCount](ctx, r.pool, `SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, action, count(*) AS events
+		FROM `+liveNames("proj_audit")+` WHERE `+w.String()+` GROUP BY 1, 2 ORDER BY 1, 2`, w.args...)
+}
+
+// ActorReads counts the reads of values by one actor: how many, of how
+// many secrets, and when the last was.
+type ActorReads struct {
+	Actor     string    `json:"actor" db:"actor"`
+	ActorKind string    `json:"actor_kind" db:"actor_kind"`
+	Reads     int64     `json:"reads" db:"reads"`
+	Secrets   int64     `json:"secrets" db:"secrets"`
+	LastRead  time.Time `json:"last_read" db:"last_read"`
+}
+
+// ProductionReadsByActor counts, per actor, the reads of an
+// organization's values recorded in [from, to) (zero: unbounded) in the
+// environments flagged production (as they are flagged now), most reads
+// first, at most MaxListed actors.
+func (r *Reader) ProductionReadsByActor(ctx context.Context, org string, from, to time.Time) ([]ActorReads, error) {
+	if org == "" {
+		return nil, errNoOrg
+	}
+	w := &where{}
+	w.add("r.org = $%d", org)
+	if !from.IsZero() {
+		w.add("r.recorded_at >= $%d", from)
+	}
+	if !to.IsZero() {
+		w.add("r.recorded_at < $%d", to)
+	}
+	return collect[ActorReads](ctx, r.pool, `SELECT r.actor, min(r.actor_kind) AS actor_kind, count(*) AS reads,
+			count(DISTINCT (r.project, r.env, r.name)) AS secrets, max(r.recorded_at) AS last_read
+		FROM `+liveNames("proj_secret_reads")+` r JOIN `+liveNames("proj_environments")+` e
+			ON e.org = r.org AND e.project = r.project AND e.env = r.env AND e.production
+		WHERE `+w.String()+` GROUP BY r.actor ORDER BY reads DESC, r.actor LIMIT `+fmt.Sprint(MaxListed), w.args...)
+}
