@@ -155,8 +155,18 @@ type chartBar struct {
 type barChart struct {
 	Title, Summary string
 	Bars           []chartBar
-	Unit           string
-	Empty          string
+	// Unit names what is counted, in the plural ("reads"), and UnitOne
+	// in the singular ("read"; Unit when empty).
+	Unit, UnitOne string
+	Empty         string
+}
+
+// unit names what is counted for n of it.
+func (c barChart) unit(n int64) string {
+	if n == 1 && c.UnitOne != "" {
+		return c.UnitOne
+	}
+	return c.Unit
 }
 
 // SVG draws the chart.
@@ -203,8 +213,8 @@ func (c barChart) SVG() template.HTML {
 			w = full * float64(max(bar.Value, 0)) / float64(top)
 			if text == "" {
 				text = strconv.FormatInt(bar.Value, 10)
-				if c.Unit != "" {
-					text += " " + c.Unit
+				if u := c.unit(bar.Value); u != "" {
+					text += " " + u
 				}
 			}
 		}

@@ -121,9 +121,9 @@ type dashStaleRow struct {
 	Version            int64
 	SetAt              time.Time
 	AgeDays            int
-	// Policy is the secret's own rotation interval in days (0: none, the
-	// page's N applies).
-	Policy int64
+	// Policy says how often the secret's own policy wants it rotated
+	// ("": no policy, the page's N applies).
+	Policy string
 }
 
 // dashKeys is the card of the keysets: primary key age and reseal.
@@ -133,11 +133,12 @@ type dashKeys struct {
 }
 
 type dashKeyRow struct {
-	Project, Env   string
-	PrimaryKey     int64
-	PrimarySince   time.Time
-	AgeDays        int
-	RotationDays   int64
+	Project, Env string
+	PrimaryKey   int64
+	PrimarySince time.Time
+	AgeDays      int
+	// Rotation says how often the environment's keys rotate.
+	Rotation       string
 	Due            bool
 	Sealed, Values int64
 	Complete       bool
@@ -300,9 +301,23 @@ func (s *Server) dashProdReads(r *http.Request, org string, from, to time.Time) 
 	if len(p.Rows) > dashBars {
 		summary += fmt.Sprintf(" The %d actors with the most reads are drawn; the table lists all.", dashBars)
 	}
-	p.Chart = barChart{Title: "Reads of production values, by actor", Summary: summary, Bars: bars, Unit: "reads",
+	p.Chart = barChart{Title: "Reads of production values, by actor", Summary: summary, Bars: bars, Unit: "reads", UnitOne: "read",
 		Empty: "No production value was read in this period."}
 	return p, nil
+}
+
+// dashEvery says how often an interval of seconds comes (0: daily, the
+// default).
+func dashEvery(seconds int64) string {
+	switch {
+	case seconds <= 0 || seconds == 86400:
+		return "daily"
+	case seconds%86400 == 0:
+		return fmt.Sprintf("every %d days", seconds/86400)
+	case seconds%3600 == 0:
+		return fmt.Sprintf("every %d %s", seconds/3600, dashPlural(int(seconds/3600), "hour", "hours"))
+	}
+	return fmt.Sprintf("every %d seconds", seconds)
 }
 
 func dashPlural(n int, one, many string) string {
@@ -361,8 +376,12 @@ func (s *Server) dashStale(r *http.Request, org string, actor domain.Actor, days
 			out.More++
 			continue
 		}
-		out.Rows = append(out.Rows, dashStaleRow{Project: x.Project, Env: x.Env, Name: x.Name, Version: x.Version, SetAt: x.ValueUpdatedAt.UTC(),
-			AgeDays: int(now.Sub(x.ValueUpdatedAt) / (24 * time.Hour)), Policy: x.RotationSeconds / 86400})
+		row := dashStaleRow{Project: x.Project, Env: x.Env, Name: x.Name, Version: x.Version, SetAt: x.ValueUpdatedAt.UTC(),
+			AgeDays: int(now.Sub(x.ValueUpdatedAt) / (24 * time.Hour))}
+		if x.RotationSeconds > 0 {
+			row.Policy = dashEvery(x.RotationSeconds)
+		}
+		out.Rows = append(out.Rows, row)
 	}
 	return out, "", nil
 }
@@ -390,7 +409,7 @@ func (s *Server) dashKeys(r *http.Request, org string, actor domain.Actor, now t
 			AgeDays: int(now.Sub(set.PrimarySince) / (24 * time.Hour)), Due: v.RotationDue, Sealed: set.Sealed, Values: set.Values,
 			Complete: set.Sealed >= set.Values}
 		if v.RotationSeconds != nil {
-			row.RotationDays = *v.RotationSeconds / 86400
+			row.Rotation = dashEvery(*v.RotationSeconds)
 		}
 		k.Rows = append(k.Rows, row)
 		if len(k.Rows) > dashBars {
