@@ -324,8 +324,12 @@ type projEnvView struct {
 	Problem                        *projProblem
 	// Form is the set form's last input (never its value).
 	Form struct{ Name, Description, Tags string }
-	// Ask explains how to ask for an approved request.
-	Ask projAsk
+	// Ask explains how to ask for an approved request; AskInline shows it
+	// above the secrets (the policy keeps reveals from being direct).
+	Ask       projAsk
+	AskInline bool
+	// Sealed of Values current values are sealed by the primary key.
+	Sealed, Values int64
 }
 
 // projAsk is how to ask for what an environment's approval policy keeps
@@ -395,10 +399,11 @@ func (s *Server) drawEnv(w http.ResponseWriter, r *http.Request, status int, v p
 		if k.Project == env.Project && k.Env == env.ID {
 			ks := keysetView(k, &env, now)
 			slices.Reverse(ks.Keys) // newest first
-			v.Keyset = &ks
+			v.Keyset, v.Sealed, v.Values = &ks, k.Sealed, k.Values
 		}
 	}
 	v.Project, v.Env, v.Role, v.Ask = p, env, who.Role, projAskOf(env)
+	v.AskInline = env.ApproveReveal && (v.Problem == nil || v.Problem.Code != "approval_required")
 	v.CanReveal = who.Role.Can(domain.PermRevealValue)
 	v.CanWrite = who.Role.Can(domain.PermWriteSecret)
 	v.CanRotate = who.Role.Can(domain.PermRotateKeys)
@@ -438,7 +443,9 @@ func (s *Server) setSecretForm(w http.ResponseWriter, r *http.Request) {
 		v.Form.Name, v.Form.Description, v.Form.Tags = name, desc, strings.Join(tags, ", ")
 		s.drawEnv(w, r, status, v)
 	}
-	bad := func(detail string) { redraw(http.StatusBadRequest, projProblem{Code: "invalid_request", Detail: detail}) }
+	bad := func(detail string) {
+		redraw(http.StatusBadRequest, projProblem{Code: "invalid_request", Detail: detail})
+	}
 	switch {
 	case !domain.ValidSecretName(name):
 		bad(fmt.Sprintf("name: want an environment variable name (a letter or _, then letters, digits or _), at most %d bytes", domain.MaxSecretNameLen))
@@ -644,6 +651,7 @@ type projLibKey struct {
 }
 
 type projLibCell struct {
+	Name    string
 	Env     string
 	Has     bool
 	Version int64
@@ -718,7 +726,7 @@ func (s *Server) drawBundles(w http.ResponseWriter, r *http.Request, status int,
 		k := projLibKey{Name: n, Bundles: inBundles[n]}
 		for _, e := range v.Envs {
 			ver, has := held[[2]string{e.ID, n}]
-			k.In = append(k.In, projLibCell{Env: e.ID, Has: has, Version: ver})
+			k.In = append(k.In, projLibCell{Name: n, Env: e.ID, Has: has, Version: ver})
 			if !has {
 				k.Missing++
 			}
