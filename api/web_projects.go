@@ -325,7 +325,8 @@ type projEnvView struct {
 	// Form is the set form's last input (never its value).
 	Form struct{ Name, Description, Tags string }
 	// Ask explains how to ask for an approved request; AskInline shows it
-	// above the secrets (the policy keeps reveals from being direct).
+	// above the secrets (the policy asks for approvals, and no refusal
+	// shows it already).
 	Ask       projAsk
 	AskInline bool
 	// Sealed of Values current values are sealed by the primary key.
@@ -337,10 +338,21 @@ type projEnvView struct {
 type projAsk struct {
 	Org, Project, Env string
 	Approvers         int
+	// What says what the policy asks approvals for.
+	What string
 }
 
 func projAskOf(e projections.Environment) projAsk {
-	return projAsk{Org: e.Org, Project: e.Project, Env: e.ID, Approvers: max(e.Approvers, 1)}
+	a := projAsk{Org: e.Org, Project: e.Project, Env: e.ID, Approvers: max(e.Approvers, 1)}
+	switch {
+	case e.ApproveReveal && e.ApproveChange:
+		a.What = "values are revealed and changed"
+	case e.ApproveReveal:
+		a.What = "values are revealed"
+	case e.ApproveChange:
+		a.What = "values are changed"
+	}
+	return a
 }
 
 func (s *Server) envPage(w http.ResponseWriter, r *http.Request) {
@@ -403,7 +415,7 @@ func (s *Server) drawEnv(w http.ResponseWriter, r *http.Request, status int, v p
 		}
 	}
 	v.Project, v.Env, v.Role, v.Ask = p, env, who.Role, projAskOf(env)
-	v.AskInline = env.ApproveReveal && (v.Problem == nil || v.Problem.Code != "approval_required")
+	v.AskInline = (env.ApproveReveal || env.ApproveChange) && (v.Problem == nil || v.Problem.Code != "approval_required")
 	v.CanReveal = who.Role.Can(domain.PermRevealValue)
 	v.CanWrite = who.Role.Can(domain.PermWriteSecret)
 	v.CanRotate = who.Role.Can(domain.PermRotateKeys)
@@ -581,6 +593,7 @@ type projSecretView struct {
 	Role                domain.Role
 	Problem             *projProblem
 	Ask                 projAsk
+	AskInline           bool
 }
 
 func (s *Server) secretPage(w http.ResponseWriter, r *http.Request) {
@@ -616,6 +629,7 @@ func (s *Server) drawSecret(w http.ResponseWriter, r *http.Request, status int, 
 			Destroyed: ver.Destroyed, RolledBackFrom: ver.From, CreatedAt: ver.CreatedAt.UTC(), CreatedBy: ver.CreatedBy})
 	}
 	v.Project, v.Env, v.Meta, v.Role, v.Ask = p, env, secMeta(x, s.now()), who.Role, projAskOf(env)
+	v.AskInline = (env.ApproveReveal || env.ApproveChange) && (v.Problem == nil || v.Problem.Code != "approval_required")
 	v.CanReveal = who.Role.Can(domain.PermRevealValue)
 	v.CanWrite = who.Role.Can(domain.PermWriteSecret)
 	s.render(w, r, status, "secret", pageData{Title: "Secret " + ref.Name, Section: "projects", Org: ref.Org, Content: v})
