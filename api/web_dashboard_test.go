@@ -101,7 +101,6 @@ func noValues(t *testing.T, where, page string) {
 	}
 }
 
-
 // dashChart returns the chart of a page whose label starts with title.
 func dashChart(t *testing.T, page, title string) string {
 	t.Helper()
@@ -315,7 +314,7 @@ func TestDashboardChartsMatchTheReadModels(t *testing.T) {
 		t.Fatalf("%d rows by default", n)
 	}
 	for _, q := range []string{"days=0", "days=91", "days=a", "stale_days=-1", "stale_days=1e3"} {
-		bad := b.get("/orgs/acme?" + q).page(t, 400)
+		bad := b.get("/orgs/acme?"+q).page(t, 400)
 		if !strings.Contains(bad, `id="form-problem"`) || !strings.Contains(bad, "want a number of days") {
 			t.Fatalf("%s: no problem shown", q)
 		}
@@ -504,7 +503,7 @@ func TestAuditPage(t *testing.T) {
 	// Filtered: Bob's reads in production, typed as a person would.
 	q := url.Values{"actor": {"Bob@Example.com"}, "action": {"secret.viewed"}, "env": {"production"},
 		"from": {time.Now().UTC().Add(-time.Hour).Format("2006-01-02T15:04")}, "to": {time.Now().UTC().Add(time.Hour).Format(time.DateOnly + "T15:04")}}
-	page = b.get("/orgs/acme/audit?" + q.Encode()).page(t, 200)
+	page = b.get("/orgs/acme/audit?"+q.Encode()).page(t, 200)
 	got := dashAuditPositions(t, page)
 	wantBob := audExpected(log, "acme", func(r eventstore.Record) bool {
 		return r.Type == "secret.viewed" && r.Metadata.Actor == "user:bob@example.com" && strings.Contains(r.StreamID, "/production/")
@@ -571,7 +570,7 @@ func TestAuditPage(t *testing.T) {
 		"from=2026-02-01&to=2026-01-01":    "the window is empty",
 		"cursor=x":                         "cursor:",
 	} {
-		bad := b.get("/orgs/acme/audit?" + q).page(t, 400)
+		bad := b.get("/orgs/acme/audit?"+q).page(t, 400)
 		if !strings.Contains(bad, `id="form-problem"`) || !strings.Contains(bad, msg) {
 			m := regexp.MustCompile(`id="form-problem">([^<]*)`).FindStringSubmatch(bad)
 			t.Fatalf("%s: problem %v, want %q", q, m, msg)
@@ -622,7 +621,7 @@ func TestApprovalsPage(t *testing.T) {
 	}
 	noValues(t, "the approvals page", page)
 	// The approval page it links to answers.
-	b.get("/approve/" + pending.ID).page(t, 200)
+	b.get("/approve/"+pending.ID).page(t, 200)
 
 	// Olga: no such organization; Eve: not an approver.
 	dashBrowser(t, h, "olga@example.com").get("/orgs/acme/approvals").page(t, 404)
@@ -631,4 +630,3 @@ func TestApprovalsPage(t *testing.T) {
 		t.Fatal("a viewer sees the requests")
 	}
 }
-
