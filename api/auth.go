@@ -25,10 +25,16 @@ type caller struct {
 
 type callerKey struct{}
 
-// identity returns who is calling, if anyone authenticated.
+// identity returns who is calling, if anyone authenticated (also to the
+// middleware outside authenticate, once it has run).
 func identity(r *http.Request) (app.Identity, bool) {
-	c, ok := r.Context().Value(callerKey{}).(caller)
-	return c.id, ok
+	if c, ok := r.Context().Value(callerKey{}).(caller); ok {
+		return c.id, true
+	}
+	if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok && info.caller != nil {
+		return info.caller.id, true
+	}
+	return app.Identity{}, false
 }
 
 // sessionCookieName and csrfCookieName: over TLS the __Host- prefix binds
@@ -94,12 +100,18 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		if found && c.cookie && !safeMethod(r.Method) {
 			if err := s.checkCSRF(r); err != nil {
+				if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+					info.caller = &c // the error page says who is signed in
+				}
 				problem(w, r, http.StatusForbidden, "csrf_failed", err.Error())
 				return
 			}
 		}
 		if found {
 			noteActor(r, c.id.Actor.String())
+			if info, ok := r.Context().Value(requestInfoKey{}).(*requestInfo); ok {
+				info.caller = &c
+			}
 			r = r.WithContext(context.WithValue(r.Context(), callerKey{}, c))
 		}
 		next.ServeHTTP(w, r)

@@ -115,8 +115,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 	})
 }
 
-// requestInfo is filled in by inner handlers for the request log.
-type requestInfo struct{ actor string }
+// requestInfo is filled in by inner handlers for the outer ones: the
+// request log, and the pages that draw an error after the fact.
+type requestInfo struct {
+	actor  string
+	caller *caller
+}
 
 type requestInfoKey struct{}
 

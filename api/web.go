@@ -296,7 +296,7 @@ func serveStatic() http.Handler {
 func (s *Server) mountWeb(r chi.Router) {
 	r.Handle("/static/*", http.StripPrefix("/static/", serveStatic()))
 	r.Group(func(r chi.Router) {
-		r.Use(s.limitBody, s.authenticate, s.rateLimit, s.webPages)
+		r.Use(s.webPages, s.limitBody, s.authenticate, s.rateLimit)
 		r.Get("/", s.homePage)
 		r.Get("/signin", s.signInPage)
 		r.Post("/signout", s.signOutPage)
