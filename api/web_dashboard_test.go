@@ -3,7 +3,6 @@ package api_test
 import (
 	"encoding/csv"
 	htmlstd "html"
-	"net/http"
 	"net/url"
 	"reflect"
 	"regexp"
@@ -19,30 +18,6 @@ import (
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/projections"
 )
-
-// dashBrowser is signedInBrowser with an HTTP client of its own, so that
-// several people can be signed in at once in one test (the test
-// server's shared client has one cookie jar).
-func dashBrowser(t *testing.T, h *harness, email string) *browserClient {
-	t.Helper()
-	c := &http.Client{Transport: h.srv.Client().Transport, Jar: newJar(),
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	b := &browserClient{t: t, h: h, client: c}
-	r := b.post("/v1/auth/dev", url.Values{"email": {email}, "return_to": {"/"}})
-	if r.status != http.StatusSeeOther {
-		t.Fatalf("development sign-in of %s: %d %s", email, r.status, r.body)
-	}
-	u, _ := url.Parse(h.URL)
-	for _, ck := range c.Jar.Cookies(u) {
-		if strings.Contains(ck.Name, "csrf") {
-			b.csrf = ck.Value
-		}
-	}
-	if b.csrf == "" {
-		t.Fatal("no CSRF cookie after signing in")
-	}
-	return b
-}
 
 // dashCaughtUp waits until every read model has applied the log's head.
 func dashCaughtUp(t *testing.T, h *harness) uint64 {
@@ -181,7 +156,7 @@ func TestDashboardChartsMatchTheReadModels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := dashBrowser(t, h, "ada@example.com")
+	b := signedInBrowser(t, h, "ada@example.com")
 	head := dashCaughtUp(t, h)
 	resp := b.get("/orgs/acme?days=30")
 	page := resp.page(t, 200)
@@ -332,7 +307,7 @@ func TestDashboardStaleSecretsAndKeys(t *testing.T) {
 	must(h.App.SetSecret(ctx, dashAda, ref, app.SetSecret{Value: []byte("m"), Metadata: domain.SecretMetadata{RotationSeconds: 30 * 86400}}))
 	must(h.App.DeleteSecret(ctx, dashAda, domain.SecretRef{Org: "acme", Project: "web", Env: "staging", Name: "DB_URL"}))
 	dashCaughtUp(t, h)
-	b := dashBrowser(t, h, "ada@example.com")
+	b := signedInBrowser(t, h, "ada@example.com")
 
 	names := func(page string) []string {
 		var out []string
@@ -368,7 +343,7 @@ func TestDashboardStaleSecretsAndKeys(t *testing.T) {
 		t.Fatalf("key ages %v", ages)
 	}
 	// Bob (developer) sees the same secrets: metadata is his to read.
-	bob := dashBrowser(t, h, "bob@example.com")
+	bob := signedInBrowser(t, h, "bob@example.com")
 	if got := names(bob.get("/orgs/acme").page(t, 200)); len(got) != 3 {
 		t.Fatalf("Bob's stale secrets: %v", got)
 	}
@@ -383,7 +358,7 @@ func TestDashboardByRole(t *testing.T) {
 
 	audit := []string{"Events per day, by kind", "Reads of production values, by actor"}
 	// A developer: no audit-derived card, and why; the rest is there.
-	bob := dashBrowser(t, h, "bob@example.com")
+	bob := signedInBrowser(t, h, "bob@example.com")
 	page := bob.get("/orgs/acme").page(t, 200)
 	for _, title := range audit {
 		if strings.Contains(page, `aria-label="`+title) {
@@ -403,7 +378,7 @@ func TestDashboardByRole(t *testing.T) {
 	bob.get("/orgs/acme/audit?format=csv").page(t, 403)
 
 	// A viewer: may not approve either.
-	eve := dashBrowser(t, h, "eve@example.com")
+	eve := signedInBrowser(t, h, "eve@example.com")
 	page = eve.get("/orgs/acme").page(t, 200)
 	if !strings.Contains(page, "does not let you approve requests") || strings.Contains(page, "activity-table") {
 		t.Fatal("a viewer's dashboard")
@@ -411,7 +386,7 @@ func TestDashboardByRole(t *testing.T) {
 	eve.get("/orgs/acme/approvals").page(t, 403)
 
 	// A project developer: the project's keysets; audit refused.
-	carol := dashBrowser(t, h, "carol@example.com")
+	carol := signedInBrowser(t, h, "carol@example.com")
 	page = carol.get("/orgs/acme").page(t, 200)
 	if !strings.Contains(page, "web/production") || strings.Contains(page, "activity-table") {
 		t.Fatal("a project member's dashboard")
@@ -425,7 +400,7 @@ func TestDashboardByRole(t *testing.T) {
 	carol.get("/orgs/acme/audit").page(t, api.status)
 
 	// Another tenant: as if acme did not exist.
-	olga := dashBrowser(t, h, "olga@example.com")
+	olga := signedInBrowser(t, h, "olga@example.com")
 	for _, p := range []string{"/orgs/acme", "/orgs/acme/audit", "/orgs/acme/approvals", "/orgs/nosuch"} {
 		if body := olga.get(p).page(t, 404); strings.Contains(body, "web/production") {
 			t.Fatalf("%s tells Olga about acme", p)
@@ -474,7 +449,7 @@ func TestAuditPage(t *testing.T) {
 	for range 105 { // more than a page
 		must(h.App.RevealSecret(ctx, dashBob, staging, 0, "", domain.ChannelCLI))
 	}
-	b := dashBrowser(t, h, "ada@example.com")
+	b := signedInBrowser(t, h, "ada@example.com")
 	head := dashCaughtUp(t, h)
 	log := audLog(t, h)
 
@@ -603,7 +578,7 @@ func TestApprovalsPage(t *testing.T) {
 	must(h.App.Deny(ctx, dashAda, denied.ID, "not <today>"))
 	dashCaughtUp(t, h)
 
-	b := dashBrowser(t, h, "bob@example.com") // a developer may approve
+	b := signedInBrowser(t, h, "bob@example.com") // a developer may approve
 	page := b.get("/orgs/acme/approvals").page(t, 200)
 	pend := dashTable(t, page, "pending-table")
 	if len(pend) != 1 || pend[0][0] != "Review request "+pending.UserCode || pend[0][2] != "web/production" {
@@ -624,8 +599,8 @@ func TestApprovalsPage(t *testing.T) {
 	b.get("/approve/"+pending.ID).page(t, 200)
 
 	// Olga: no such organization; Eve: not an approver.
-	dashBrowser(t, h, "olga@example.com").get("/orgs/acme/approvals").page(t, 404)
-	eve := dashBrowser(t, h, "eve@example.com").get("/orgs/acme/approvals").page(t, 403)
+	signedInBrowser(t, h, "olga@example.com").get("/orgs/acme/approvals").page(t, 404)
+	eve := signedInBrowser(t, h, "eve@example.com").get("/orgs/acme/approvals").page(t, 403)
 	if strings.Contains(eve, pending.UserCode) {
 		t.Fatal("a viewer sees the requests")
 	}

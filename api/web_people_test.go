@@ -47,7 +47,7 @@ func TestMembersPage(t *testing.T) {
 	h := newHarness(t, func(c *api.Config) { c.DevSignIn = true })
 	must(h.App.CreateProject(ctx, dashAda, "acme", "web", "Web"))
 	dashCaughtUp(t, h)
-	ada := dashBrowser(t, h, "ada@example.com")
+	ada := signedInBrowser(t, h, "ada@example.com")
 
 	page := ada.get("/orgs/acme/members").page(t, 200)
 	got := membersOf(t, page)
@@ -94,14 +94,9 @@ func TestMembersPage(t *testing.T) {
 	}
 
 	// Without the CSRF token: refused, nothing granted.
-	r := ada.do("POST", "/orgs/acme/members", url.Values{"user": {"mallory@example.com"}, "role": {"owner"}})
-	if r.status != http.StatusForbidden {
-		t.Fatalf("a grant without the CSRF token: %d", r.status)
-	}
-	r = ada.do("POST", "/orgs/acme/members", url.Values{"user": {"mallory@example.com"}, "role": {"owner"}, "csrf_token": {"forged-forged-forged-forged"}})
-	if r.status != http.StatusForbidden {
-		t.Fatalf("a grant with a forged CSRF token: %d", r.status)
-	}
+	ada.do("POST", "/orgs/acme/members", url.Values{"user": {"mallory@example.com"}, "role": {"owner"}}).page(t, http.StatusForbidden)
+	ada.do("POST", "/orgs/acme/members", url.Values{"user": {"mallory@example.com"}, "role": {"owner"}, "csrf_token": {"forged-forged-forged-forged"}}).page(t, http.StatusForbidden)
+	ada.do("POST", "/orgs/acme/members/revoke", url.Values{"user": {"bob@example.com"}}).page(t, http.StatusForbidden)
 	if strings.Contains(ada.get("/orgs/acme/members").page(t, 200), "mallory") {
 		t.Fatal("a grant without the CSRF token took effect")
 	}
@@ -114,7 +109,7 @@ func TestMembersPage(t *testing.T) {
 	}
 	must(h.App.GrantRole(ctx, dashAda, "acme", "adam@example.com", domain.RoleAdmin, ""))
 	dashCaughtUp(t, h)
-	adam := dashBrowser(t, h, "adam@example.com")
+	adam := signedInBrowser(t, h, "adam@example.com")
 	page = adam.get("/orgs/acme/members").page(t, 200)
 	if strings.Contains(page, `<option value="owner"`) {
 		t.Fatal("an admin is offered the owner's role")
@@ -136,7 +131,7 @@ func TestMembersPage(t *testing.T) {
 
 	// A viewer sees the grants, no form, and cannot post one; nor can a
 	// developer.
-	eve := dashBrowser(t, h, "eve@example.com")
+	eve := signedInBrowser(t, h, "eve@example.com")
 	page = eve.get("/orgs/acme/members").page(t, 200)
 	if strings.Contains(page, `action="/orgs/acme/members"`) || strings.Contains(page, "/members/revoke") || len(membersOf(t, page)) < 4 {
 		t.Fatal("a viewer's members page")
@@ -146,7 +141,7 @@ func TestMembersPage(t *testing.T) {
 		t.Fatal("a viewer's grant: no problem shown")
 	}
 	eve.post("/orgs/acme/members/revoke", url.Values{"user": {"bob@example.com"}}).page(t, 403)
-	bob := dashBrowser(t, h, "bob@example.com")
+	bob := signedInBrowser(t, h, "bob@example.com")
 	bob.post("/orgs/acme/members", url.Values{"user": {"bob@example.com"}, "role": {"admin"}}).page(t, 403)
 	bob.post("/orgs/acme/members", url.Values{"user": {"zed@example.com"}, "role": {"viewer"}, "project": {"web"}}).page(t, 403)
 	if page = ada.get("/orgs/acme/members").page(t, 200); strings.Contains(page, "zed@") || strings.Contains(strings.Join(membersOf(t, page), "\n"), "bob@example.com|the whole organization|admin") {
@@ -154,7 +149,7 @@ func TestMembersPage(t *testing.T) {
 	}
 
 	// Another tenant: 404, posting too.
-	olga := dashBrowser(t, h, "olga@example.com")
+	olga := signedInBrowser(t, h, "olga@example.com")
 	olga.get("/orgs/acme/members").page(t, 404)
 	olga.post("/orgs/acme/members", url.Values{"user": {"olga@example.com"}, "role": {"owner"}}).page(t, 404)
 	olga.post("/orgs/acme/members/revoke", url.Values{"user": {"ada@example.com"}}).page(t, 404)
@@ -167,7 +162,7 @@ func TestTokensPage(t *testing.T) {
 	h := newHarness(t, func(c *api.Config) { c.DevSignIn = true })
 	dashFixture(t, h) // project web (production, staging) and a token "ci"
 	dashCaughtUp(t, h)
-	ada := dashBrowser(t, h, "ada@example.com")
+	ada := signedInBrowser(t, h, "ada@example.com")
 
 	page := ada.get("/orgs/acme/tokens").page(t, 200)
 	rows := dashTable(t, page, "tokens-table")
@@ -237,12 +232,13 @@ func TestTokensPage(t *testing.T) {
 	}
 
 	// Without the CSRF token: refused.
-	if r := ada.do("POST", "/orgs/acme/tokens", url.Values{"name": {"x"}, "role": {"viewer"}, "days": {"1"}}); r.status != http.StatusForbidden {
-		t.Fatalf("issuing without the CSRF token: %d", r.status)
+	if page := ada.do("POST", "/orgs/acme/tokens", url.Values{"name": {"x"}, "role": {"viewer"}, "days": {"1"}}).page(t, http.StatusForbidden); strings.Contains(page, `id="issued-secret"`) {
+		t.Fatal("a token was issued without the CSRF token")
 	}
+	ada.do("POST", "/orgs/acme/tokens/"+id+"/revoke", url.Values{}).page(t, http.StatusForbidden)
 	// A viewer sees the tokens but cannot issue or revoke; a developer
 	// cannot either; an admin cannot issue an owner's token.
-	eve := dashBrowser(t, h, "eve@example.com")
+	eve := signedInBrowser(t, h, "eve@example.com")
 	page = eve.get("/orgs/acme/tokens").page(t, 200)
 	if strings.Contains(page, `action="/orgs/acme/tokens"`) || strings.Contains(page, "/revoke") || len(dashTable(t, page, "tokens-table")) < 3 {
 		t.Fatal("a viewer's tokens page")
@@ -258,10 +254,10 @@ func TestTokensPage(t *testing.T) {
 		}
 	}
 	eve.post("/orgs/acme/tokens/"+ciID+"/revoke", url.Values{}).page(t, 403)
-	dashBrowser(t, h, "bob@example.com").post("/orgs/acme/tokens", url.Values{"name": {"b"}, "role": {"developer"}, "days": {"1"}}).page(t, 403)
+	signedInBrowser(t, h, "bob@example.com").post("/orgs/acme/tokens", url.Values{"name": {"b"}, "role": {"developer"}, "days": {"1"}}).page(t, 403)
 	must(h.App.GrantRole(ctx, dashAda, "acme", "adam@example.com", domain.RoleAdmin, ""))
 	dashCaughtUp(t, h)
-	page = dashBrowser(t, h, "adam@example.com").post("/orgs/acme/tokens", url.Values{"name": {"root"}, "role": {"owner"}, "days": {"1"}}).page(t, 403)
+	page = signedInBrowser(t, h, "adam@example.com").post("/orgs/acme/tokens", url.Values{"name": {"root"}, "role": {"owner"}, "days": {"1"}}).page(t, 403)
 	if !strings.Contains(formProblem(page), "above own role") {
 		t.Fatalf("an admin issuing an owner's token: %q", formProblem(page))
 	}
@@ -273,7 +269,7 @@ func TestTokensPage(t *testing.T) {
 	}
 
 	// Another tenant: 404.
-	olga := dashBrowser(t, h, "olga@example.com")
+	olga := signedInBrowser(t, h, "olga@example.com")
 	olga.get("/orgs/acme/tokens").page(t, 404)
 	olga.post("/orgs/acme/tokens", url.Values{"name": {"x"}, "role": {"viewer"}, "days": {"1"}}).page(t, 404)
 	olga.post("/orgs/acme/tokens/"+ciID+"/revoke", url.Values{}).page(t, 404)
