@@ -75,7 +75,7 @@ var webFuncs = template.FuncMap{
 	// iso is a time for a datetime attribute.
 	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 	// ago says how long ago, roughly.
-	"ago": func(t time.Time) string { return ago(time.Since(t)) },
+	"ago":  func(t time.Time) string { return ago(time.Since(t)) },
 	"join": strings.Join,
 	// path joins escaped path segments after a prefix.
 	"seg": url.PathEscape,
