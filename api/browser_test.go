@@ -136,7 +136,7 @@ func shot(t *testing.T, bctx context.Context, name string) {
 	if !*screenshots {
 		return
 	}
-	png := read(t, bctx, "screenshot "+name, chromedp.FullScreenshot(90))
+	png := read(t, bctx, "screenshot "+name, chromedp.FullScreenshot(100))
 	dir := filepath.Join("..", "docs", "screenshots")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -398,3 +398,72 @@ func TestBrowserApprovesCLIRequest(t *testing.T) {
 }
 
 func h0(f *browserFixture) *harness { return f.harness }
+
+// Every main page, in the browser, holds no secret value; a reveal shows
+// exactly the one value asked for and lands in the audit feed. With
+// -screenshots, each page is saved under docs/screenshots/.
+func TestBrowserPagesRevealAndAudit(t *testing.T) {
+	f := newBrowserFixture(t)
+	own := ownerRequest(t, f.harness)
+	// Some history for the dashboard and the audit feed.
+	ref := domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "DB_URL"}
+	f.values["DB_URL_V2"] = "postgres://app:second-version@db.internal/prod"
+	must(f.App.SetSecret(ctx, own, ref, app.SetSecret{Value: []byte(f.values["DB_URL_V2"])}))
+	must(f.App.RotateKeyset(ctx, own, app.Env{Org: "acme", Project: "web", Env: "production"}, "quarterly"))
+	if _, _, err := f.App.IssueToken(ctx, own, "acme", app.TokenSpec{Name: "deploy", Role: domain.RoleDeveloper, Project: "web", TTL: 24 * time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	f.post("/v1/approvals", "", map[string]any{"kind": "secrets", "public_key": base64Key(), "org": "acme", "project": "web", "env": "production",
+		"bundle": "backend"}).expect(t, 201)
+	f.signIn(t)
+
+	pages := []struct{ name, path, want string }{
+		{"dashboard", "/orgs/acme", "Activity"},
+		{"projects", "/orgs/acme/projects", "web"},
+		{"project", "/orgs/acme/projects/web", "production"},
+		{"environment", "/orgs/acme/projects/web/envs/production", "DB_URL"},
+		{"secret", "/orgs/acme/projects/web/envs/production/secrets/DB_URL", "Roll back"},
+		{"bundles", "/orgs/acme/projects/web/bundles", "backend"},
+		{"approvals", "/orgs/acme/approvals", "backend"},
+		{"members", "/orgs/acme/members", "grace@example.com"},
+		{"tokens", "/orgs/acme/tokens", "deploy"},
+		{"audit", "/orgs/acme/audit", "secret.created"},
+	}
+	for _, p := range pages {
+		run(t, f.b, "open "+p.name, chromedp.Navigate(f.URL+p.path+"?min_position="+fmt.Sprint(must(f.App.Head(ctx)))), chromedp.WaitVisible(css(`main h1`)))
+		doc := html(t, f.b)
+		if !strings.Contains(doc, p.want) || strings.Contains(doc, "problem") && strings.Contains(doc, "Status 4") {
+			t.Fatalf("the %s page lacks %q or is an error: %.500s", p.name, p.want, doc)
+		}
+		f.noValues(t, p.name)
+		shot(t, f.b, p.name)
+	}
+
+	// Reveal DB_URL from the environment page: exactly its value shows.
+	head := must(f.App.Head(ctx))
+	run(t, f.b, "open the environment", chromedp.Navigate(f.URL+"/orgs/acme/projects/web/envs/production"), chromedp.WaitVisible(css(`#why-DB_URL`)),
+		chromedp.SendKeys(css(`#why-DB_URL`), "incident 4711"),
+		chromedp.Click(css(`form.reveal[action$="/DB_URL/reveal"] button`)), chromedp.WaitVisible(css(`.value`)))
+	shown := read(t, f.b, "read the value", chromedp.Text(css(`.value`)))
+	if shown != f.values["DB_URL_V2"] {
+		t.Fatalf("the reveal shows %q", shown)
+	}
+	f.noValues(t, "reveal", "DB_URL_V2")
+	shot(t, f.b, "reveal")
+	if got := must(f.App.Head(ctx)); got != head+1 {
+		t.Fatalf("the reveal appended %d events, want 1", got-head)
+	}
+
+	// The read is in the audit feed, as Grace's, with its reason.
+	run(t, f.b, "filter the audit feed", chromedp.Navigate(f.URL+"/orgs/acme/audit?action=secret.viewed&min_position="+fmt.Sprint(head+1)),
+		chromedp.WaitVisible(css(`#audit-table`)))
+	feed := read(t, f.b, "read the audit table", chromedp.Text(css(`#audit-table tbody`)))
+	if !strings.Contains(feed, "user:grace@example.com") || !strings.Contains(feed, "secret.viewed") || !strings.Contains(feed, "incident 4711") {
+		t.Fatalf("the audit feed does not show the reveal: %q", feed)
+	}
+	f.noValues(t, "audit feed")
+}
+
+// base64Key is a well-formed X25519 public key for requests whose
+// delivery the test never opens.
+func base64Key() string { return "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }
