@@ -164,7 +164,7 @@ var steleBinary = sync.OnceValues(func() (string, error) {
 type cliRequest struct {
 	cmd    *exec.Cmd
 	stdout *bytes.Buffer
-	stderr *bytes.Buffer
+	stderr *syncBuffer
 	URL    string
 	Code   string
 	done   chan error
@@ -184,7 +184,7 @@ func startRequest(t *testing.T, h *harness, args ...string) *cliRequest {
 	}
 	cmd := exec.Command(bin, append([]string{"request", "--server", h.URL, "--ca-file", ca}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
-	c := &cliRequest{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &bytes.Buffer{}, done: make(chan error, 1)}
+	c := &cliRequest{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout = c.stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
@@ -197,16 +197,17 @@ func startRequest(t *testing.T, h *harness, args ...string) *cliRequest {
 	rd := bufio.NewReader(pipe)
 	for !strings.Contains(c.stderr.String(), "Waiting") {
 		line, err := rd.ReadString('\n')
-		c.stderr.WriteString(line)
+		c.stderr.Write([]byte(line))
 		if err != nil {
 			t.Fatalf("stele request printed %q, then %v", c.stderr, err)
 		}
 	}
+	head := c.stderr.String()
 	go func() { io.Copy(c.stderr, rd); c.done <- cmd.Wait() }()
-	m := regexp.MustCompile(`Open (\S+) to approve`).FindStringSubmatch(c.stderr.String())
-	code := regexp.MustCompile(`code ([A-Z0-9-]+)\.`).FindStringSubmatch(c.stderr.String())
+	m := regexp.MustCompile(`Open (\S+) to approve`).FindStringSubmatch(head)
+	code := regexp.MustCompile(`code ([A-Z0-9-]+)\.`).FindStringSubmatch(head)
 	if m == nil || code == nil {
-		t.Fatalf("no address or code in %q", c.stderr)
+		t.Fatalf("no address or code in %q", head)
 	}
 	c.URL, c.Code = m[1], code[1]
 	return c
