@@ -56,25 +56,90 @@ func IsCode(err error, code string) bool {
 	return errors.As(err, &p) && p.Code == code
 }
 
-// do sends a JSON request and decodes a JSON answer into out; the status
-// is returned for answers that are not problems.
-func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return 0, err
-		}
-		body = bytes.NewReader(b)
+// Call is one request to the API.
+type Call struct {
+	Method string
+	// Path is below the server's URL, with its query ("/v1/me").
+	Path string
+	// JSON is marshalled as the body when set; Body is sent as it is,
+	// with ContentType, otherwise.
+	JSON        any
+	Body        []byte
+	ContentType string
+	// Header holds extra request headers (If-Match, Accept…).
+	Header http.Header
+}
+
+// Response is an answer that is not a problem.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Position is the log position a write answered with (X-Stele-Position),
+// or 0.
+func (r *Response) Position() uint64 {
+	var p uint64
+	fmt.Sscan(r.Header.Get("X-Stele-Position"), &p)
+	return p
+}
+
+// Decode unmarshals the body into out.
+func (r *Response) Decode(out any) error {
+	if err := json.Unmarshal(r.Body, out); err != nil {
+		return fmt.Errorf("the server's answer is not the expected JSON: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Server, "/")+path, body)
+	return nil
+}
+
+// maxAnswer bounds what the client reads of one answer.
+const maxAnswer = 64 << 20
+
+// Do sends a request. An answer with status 400 or above is returned as
+// a *Problem; a failure to reach the server says so and names it.
+func (c *Client) Do(ctx context.Context, call Call) (*Response, error) {
+	resp, err := c.send(ctx, call)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return nil, fmt.Errorf("reading the answer of %s: %w", c.Server, err)
+	}
+	if resp.StatusCode >= 400 {
+		return nil, problemOf(resp, data)
+	}
+	return &Response{Status: resp.StatusCode, Header: resp.Header, Body: data}, nil
+}
+
+// send makes the HTTP request and returns the raw answer, whatever its
+// status.
+func (c *Client) send(ctx context.Context, call Call) (*http.Response, error) {
+	var body io.Reader
+	ct := call.ContentType
+	switch {
+	case call.JSON != nil:
+		b, err := json.Marshal(call.JSON)
+		if err != nil {
+			return nil, err
+		}
+		body, ct = bytes.NewReader(b), "application/json"
+	case call.Body != nil:
+		body = bytes.NewReader(call.Body)
+	}
+	req, err := http.NewRequestWithContext(ctx, call.Method, strings.TrimRight(c.Server, "/")+call.Path, body)
+	if err != nil {
+		return nil, err
+	}
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
 	}
 	req.Header.Set("Accept", "application/json")
+	for k, vs := range call.Header {
+		req.Header[k] = vs
+	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
@@ -89,29 +154,46 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("cannot reach %s: %w", c.Server, unwrapURLError(err))
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("cannot reach %s: %w", c.Server, unwrapURLError(err))
 	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	return resp, nil
+}
+
+// problemOf reads an error answer as a problem document.
+func problemOf(resp *http.Response, data []byte) *Problem {
+	p := &Problem{Status: resp.StatusCode}
+	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+		json.Unmarshal(data, p)
+	}
+	if p.Code == "" {
+		p.Code = "http_" + fmt.Sprint(resp.StatusCode)
+	}
+	if p.Status == 0 {
+		p.Status = resp.StatusCode
+	}
+	return p
+}
+
+// do sends a JSON request and decodes a JSON answer into out; the status
+// is returned for answers that are not problems.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	resp, err := c.Do(ctx, Call{Method: method, Path: path, JSON: in})
 	if err != nil {
-		return resp.StatusCode, err
-	}
-	if resp.StatusCode >= 400 {
-		p := &Problem{Status: resp.StatusCode}
-		if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
-			json.Unmarshal(data, p)
+		var p *Problem
+		if errors.As(err, &p) {
+			return p.Status, err
 		}
-		if p.Code == "" {
-			p.Code = "http_" + fmt.Sprint(resp.StatusCode)
-		}
-		return resp.StatusCode, p
+		return 0, err
 	}
-	if out != nil && len(data) > 0 {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("the server's answer is not the expected JSON: %w", err)
+	if out != nil && len(resp.Body) > 0 {
+		if err := resp.Decode(out); err != nil {
+			return resp.Status, err
 		}
 	}
-	return resp.StatusCode, nil
+	return resp.Status, nil
 }
 
 // unwrapURLError drops the "Get URL:" prefix net/http adds.

@@ -138,7 +138,8 @@ the KEK. These commands act directly on the database as the operator
 				if err != nil {
 					return err
 				}
-				defer closeStore()
+				// Stop the catalog before the store closes under it.
+				defer func() { cancel(); closeStore() }()
 				material := pgstore.New(store.Pool())
 				kek, err := openKEK(ctx, &k, db.dev, material, logger)
 				if err != nil {
