@@ -1,6 +1,7 @@
 // Package envfile reads and writes the files that carry environment
-// variables: dotenv (.env), JSON objects and YAML mappings. The server
-// imports and exports secrets with it, and the CLI reuses it.
+// variables: dotenv (.env), JSON objects and YAML mappings. It also
+// writes, without reading, shell code that exports them (sh and fish).
+// The server imports and exports secrets with it, and the CLI reuses it.
 //
 // # Dotenv
 //
@@ -43,6 +44,17 @@
 // the text they are written as ("8080", "true"), and null as the empty
 // string. Nested objects, arrays and sequences are refused.
 //
+// # Shell code
+//
+// FormatSh and FormatFish write one line per variable that sets and
+// exports it, for `. file` or `eval "$(stele export --format sh)"` in a
+// POSIX shell and `source file` in fish. Every value is in single quotes,
+// so the shell sets it byte for byte and expands nothing. Values need not
+// be UTF-8 (every shell tested keeps any byte but NUL). These formats
+// are output only: Parse refuses them (ErrOutputOnly), and ParseFormat,
+// which names the formats an import or a file may be in, does not know
+// them; ParseOutputFormat does.
+//
 // # Errors
 //
 // Every file is checked whole: invalid UTF-8, a malformed line, an
@@ -66,7 +78,7 @@ type Entry struct {
 	Line  int
 }
 
-// Format is a file format.
+// Format is a file format, or an output-only format of shell code.
 type Format string
 
 // The formats this package reads and writes.
@@ -76,19 +88,51 @@ const (
 	YAML   Format = "yaml"
 )
 
-// Formats lists every format, in a stable order.
+// The formats this package writes but does not read: shell code that
+// exports the variables (see FormatSh and FormatFish).
+const (
+	Sh   Format = "sh"
+	Fish Format = "fish"
+)
+
+// Formats lists every format this package reads and writes, in a stable
+// order.
 var Formats = []Format{Dotenv, JSON, YAML}
 
-// ParseFormat returns the format named s.
+// OutputFormats lists every format this package writes, those of Formats
+// first, in a stable order.
+var OutputFormats = []Format{Dotenv, JSON, YAML, Sh, Fish}
+
+// ErrOutputOnly is matched (errors.Is) by the errors of Parse and
+// ParseFormat for a format this package writes but does not read.
+var ErrOutputOnly = errors.New("envfile: output-only format")
+
+// ParseFormat returns the format named s, one this package reads and
+// writes: dotenv, json or yaml. The output-only formats sh and fish fail
+// with an error that matches ErrOutputOnly; use ParseOutputFormat where
+// they are welcome.
 func ParseFormat(s string) (Format, error) {
 	switch f := Format(s); f {
 	case Dotenv, JSON, YAML:
 		return f, nil
+	case Sh, Fish:
+		return "", fmt.Errorf("%w: %s is shell code to source, written but never read: want dotenv, json or yaml", ErrOutputOnly, f)
 	}
 	return "", fmt.Errorf("envfile: unknown format %q: want dotenv, json or yaml", s)
 }
 
-// ContentType is the media type of a format.
+// ParseOutputFormat returns the format named s, one this package writes:
+// dotenv, json, yaml, sh or fish.
+func ParseOutputFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case Dotenv, JSON, YAML, Sh, Fish:
+		return f, nil
+	}
+	return "", fmt.Errorf("envfile: unknown format %q: want dotenv, json, yaml, sh or fish", s)
+}
+
+// ContentType is the media type of a format. Shell code is served as
+// text/plain: nothing should run it but the shell it is piped to.
 func (f Format) ContentType() string {
 	switch f {
 	case JSON:
@@ -97,6 +141,18 @@ func (f Format) ContentType() string {
 		return "application/yaml"
 	}
 	return "text/plain; charset=utf-8"
+}
+
+// Extension is the usual file name extension of a format, without the
+// dot: env, json, yaml, sh or fish ("" for an unknown format).
+func (f Format) Extension() string {
+	switch f {
+	case Dotenv:
+		return "env"
+	case JSON, YAML, Sh, Fish:
+		return string(f)
+	}
+	return ""
 }
 
 // ErrSyntax is matched (errors.Is) by every *SyntaxError.
@@ -135,11 +191,13 @@ func Parse(f Format, data []byte) ([]Entry, error) {
 		return ParseJSON(data)
 	case YAML:
 		return ParseYAML(data)
+	case Sh, Fish:
+		return nil, fmt.Errorf("%w: %s is shell code to source, which this package writes but does not read", ErrOutputOnly, f)
 	}
 	return nil, fmt.Errorf("envfile: unknown format %q", f)
 }
 
-// Format writes entries in format f.
+// Format writes entries in format f, any of OutputFormats.
 func (f Format) Format(entries []Entry) ([]byte, error) {
 	switch f {
 	case Dotenv:
@@ -148,6 +206,10 @@ func (f Format) Format(entries []Entry) ([]byte, error) {
 		return FormatJSON(entries)
 	case YAML:
 		return FormatYAML(entries)
+	case Sh:
+		return FormatSh(entries)
+	case Fish:
+		return FormatFish(entries)
 	}
 	return nil, fmt.Errorf("envfile: unknown format %q", f)
 }
@@ -182,8 +244,20 @@ func (s seen) add(f Format, name string, line int) error {
 	return nil
 }
 
-// checkOut validates what is about to be written.
+// checkOut validates what is about to be written to a text file.
 func checkOut(entries []Entry) error {
+	return checkEntries(entries, func(e Entry) error {
+		if !utf8.ValidString(e.Value) {
+			return fmt.Errorf("envfile: the value of %s is not UTF-8 text", e.Name)
+		}
+		return nil
+	})
+}
+
+// checkEntries fails on an invalid or repeated name, or on the first
+// error of checkValue, which is called for each entry whose name is valid.
+// Its errors name variables but never quote values or invalid names.
+func checkEntries(entries []Entry, checkValue func(Entry) error) error {
 	names := make(map[string]bool, len(entries))
 	for i, e := range entries {
 		if !ValidName(e.Name) {
@@ -193,8 +267,8 @@ func checkOut(entries []Entry) error {
 			return fmt.Errorf("envfile: %s appears twice", e.Name)
 		}
 		names[e.Name] = true
-		if !utf8.ValidString(e.Value) {
-			return fmt.Errorf("envfile: the value of %s is not UTF-8 text", e.Name)
+		if err := checkValue(e); err != nil {
+			return err
 		}
 	}
 	return nil
