@@ -175,27 +175,56 @@ func (c *Client) CheckLog(ctx context.Context, dir LogStateDir) (LogCheck, error
 	}
 	out.From, out.To = st.Size, size
 	if st.Checkpoint != "" {
-		oldSize, oldRoot, err := v.Open([]byte(st.Checkpoint))
-		if err != nil {
-			return LogCheck{}, fmt.Errorf("the remembered checkpoint of %s does not verify: %w", c.Server, err)
-		}
-		switch {
-		case size < oldSize:
-			return LogCheck{}, fmt.Errorf("%w: its checkpoint covers %d events, fewer than the %d this client verified", ErrLogRewritten, size, oldSize)
-		case size == oldSize && root != oldRoot:
-			return LogCheck{}, fmt.Errorf("%w: two checkpoints of %d events with different roots", ErrLogRewritten, size)
-		case size > oldSize:
-			proof, err := c.consistency(ctx, oldSize, size)
-			if err != nil {
-				return LogCheck{}, fmt.Errorf("asking for a consistency proof from %d to %d events: %w", oldSize, size, err)
-			}
-			if err := merkle.VerifyConsistency(proof, size, root, oldSize, oldRoot); err != nil {
-				return LogCheck{}, fmt.Errorf("%w: the log of %d events does not extend the %d this client verified: %v", ErrLogRewritten, size, oldSize, err)
-			}
+		if err := c.Extends(ctx, v, []byte(st.Checkpoint), size, root); err != nil {
+			return LogCheck{}, err
 		}
 	}
 	st.Checkpoint, st.Size = note, size
 	return out, dir.Save(c.Server, st)
+}
+
+// Extends proves, with a consistency proof from the server, that the log
+// of size events with root extends the one that the signed checkpoint
+// old (verified with v) commits to. It returns an error matching
+// ErrLogRewritten when it does not.
+func (c *Client) Extends(ctx context.Context, v *checkpoint.Verifier, old []byte, size uint64, root eventstore.Hash) error {
+	oldSize, oldRoot, err := v.Open(old)
+	if err != nil {
+		return fmt.Errorf("the earlier checkpoint does not verify with %s: %w", v, err)
+	}
+	switch {
+	case size < oldSize:
+		return fmt.Errorf("%w: its checkpoint covers %d events, fewer than the %d verified before", ErrLogRewritten, size, oldSize)
+	case size == oldSize && root != oldRoot:
+		return fmt.Errorf("%w: two checkpoints of %d events with different roots", ErrLogRewritten, size)
+	case size > oldSize:
+		proof, err := c.consistency(ctx, oldSize, size)
+		if err != nil {
+			return fmt.Errorf("asking for a consistency proof from %d to %d events: %w", oldSize, size, err)
+		}
+		if err := merkle.VerifyConsistency(proof, size, root, oldSize, oldRoot); err != nil {
+			return fmt.Errorf("%w: the log of %d events does not extend the %d verified before: %v", ErrLogRewritten, size, oldSize, err)
+		}
+	}
+	return nil
+}
+
+// Pin makes key the one trusted for server's checkpoints: remembered if
+// nothing is yet; an error matching ErrLogRewritten if another key is.
+func (d LogStateDir) Pin(server, key string) error {
+	if _, err := checkpoint.NewVerifier(key); err != nil {
+		return err
+	}
+	st, known, err := d.Load(server)
+	switch {
+	case err != nil:
+		return err
+	case !known:
+		return d.Save(server, LogState{Key: strings.TrimSpace(key)})
+	case st.Key != strings.TrimSpace(key):
+		return fmt.Errorf("%w: this client trusts %s for it, not %s", ErrLogRewritten, st.Key, strings.TrimSpace(key))
+	}
+	return nil
 }
 
 // text GETs a text/plain resource.

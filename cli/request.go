@@ -81,59 +81,107 @@ func (q *Requester) Open(ctx context.Context, r SecretsRequest) (Ticket, error) 
 	return q.ticket, nil
 }
 
+// OpenLogin opens a sign-in request: whoever approves it, signed in in a
+// browser, starts a CLI session that is delivered sealed to this
+// request's key.
+func (q *Requester) OpenLogin(ctx context.Context, ttl time.Duration) (Ticket, error) {
+	body := map[string]any{"kind": "login", "public_key": base64.StdEncoding.EncodeToString(q.pub[:])}
+	if ttl > 0 {
+		body["ttl_seconds"] = int(ttl / time.Second)
+	}
+	if _, err := q.c.do(ctx, http.MethodPost, "/v1/approvals", body, &q.ticket); err != nil {
+		return Ticket{}, err
+	}
+	return q.ticket, nil
+}
+
 // Wait long-polls until the request is decided (or ctx ends), then
-// collects and opens the delivery. The server holds each poll until
-// something happens, so this is not busy polling.
+// collects and opens the delivery of a request for secrets. The server
+// holds each poll until something happens, so this is not busy polling.
 func (q *Requester) Wait(ctx context.Context) (Delivery, error) {
+	plain, keys, err := q.collect(ctx)
+	if err != nil {
+		return Delivery{}, err
+	}
+	d := Delivery{Values: map[string]string{}, Versions: map[string]uint64{}}
+	err = json.Unmarshal(plain, &d.Values)
+	clear(plain)
+	if err != nil {
+		return Delivery{}, fmt.Errorf("the delivery is not the expected JSON: %w", err)
+	}
+	for _, k := range keys {
+		d.Versions[k.Name] = k.Version
+	}
+	return d, nil
+}
+
+// Login is a session delivered to a sign-in request.
+type Login struct {
+	Credential string    `json:"credential"`
+	User       string    `json:"user"`
+	ExpiresAt  time.Time `json:"expires_at"`
+}
+
+// WaitLogin is Wait for a sign-in request.
+func (q *Requester) WaitLogin(ctx context.Context) (Login, error) {
+	plain, _, err := q.collect(ctx)
+	if err != nil {
+		return Login{}, err
+	}
+	var l Login
+	err = json.Unmarshal(plain, &l)
+	clear(plain)
+	if err != nil || l.Credential == "" {
+		return Login{}, fmt.Errorf("the sign-in delivered is not the expected JSON")
+	}
+	return l, nil
+}
+
+type deliveredKey struct {
+	Name    string `json:"name"`
+	Version uint64 `json:"version"`
+}
+
+// collect long-polls until the request is decided and opens the sealed
+// box it delivers.
+func (q *Requester) collect(ctx context.Context) ([]byte, []deliveredKey, error) {
 	for {
 		wait := 55
 		if dl, ok := ctx.Deadline(); ok {
 			wait = max(1, min(wait, int(time.Until(dl)/time.Second)))
 		}
 		var out struct {
-			Status    string `json:"status"`
-			SealedBox string `json:"sealed_box"`
-			Keys      []struct {
-				Name    string `json:"name"`
-				Version uint64 `json:"version"`
-			} `json:"keys"`
+			Status    string         `json:"status"`
+			SealedBox string         `json:"sealed_box"`
+			Keys      []deliveredKey `json:"keys"`
 		}
 		status, err := q.c.do(ctx, http.MethodPost, "/v1/approvals/"+q.ticket.ID+"/collect",
 			map[string]any{"poll_token": q.ticket.PollToken, "wait_seconds": wait}, &out)
 		switch {
 		case IsCode(err, "approval_denied"):
-			return Delivery{}, ErrDenied
+			return nil, nil, ErrDenied
 		case IsCode(err, "expired"):
-			return Delivery{}, ErrExpired
+			return nil, nil, ErrExpired
 		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
-			return Delivery{}, ErrTimeout
+			return nil, nil, ErrTimeout
 		case IsCode(err, "rate_limited"), IsCode(err, "busy"):
 			if err := sleep(ctx, 2*time.Second); err != nil {
-				return Delivery{}, ErrTimeout
+				return nil, nil, ErrTimeout
 			}
 			continue
 		case err != nil:
-			return Delivery{}, err
+			return nil, nil, err
 		case status == http.StatusAccepted:
 			continue // still pending: poll again at once
 		}
 		sealed, err := base64.StdEncoding.DecodeString(out.SealedBox)
 		if err != nil {
-			return Delivery{}, fmt.Errorf("the delivery is not base64: %w", err)
+			return nil, nil, fmt.Errorf("the delivery is not base64: %w", err)
 		}
 		plain, err := crypto.OpenSealed(sealed, q.pub, q.priv)
 		if err != nil {
-			return Delivery{}, fmt.Errorf("the delivery does not open with this request's key: %w", err)
+			return nil, nil, fmt.Errorf("the delivery does not open with this request's key: %w", err)
 		}
-		d := Delivery{Values: map[string]string{}, Versions: map[string]uint64{}}
-		err = json.Unmarshal(plain, &d.Values)
-		clear(plain)
-		if err != nil {
-			return Delivery{}, fmt.Errorf("the delivery is not the expected JSON: %w", err)
-		}
-		for _, k := range out.Keys {
-			d.Versions[k.Name] = k.Version
-		}
-		return d, nil
+		return plain, out.Keys, nil
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"stele.dev/stele/app"
+	"stele.dev/stele/cli"
 	"stele.dev/stele/crypto"
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/domain"
@@ -112,30 +114,94 @@ func newKeysCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "keys",
-		Short: "Inspect and manage environment data keys (run where the server runs: needs the database and the KEK)",
+		Short: "Show and rotate an environment's data keys",
 		Long: `Each environment has a Tink keyset of AES-256-GCM data keys, wrapped by
-the KEK. These commands act directly on the database as the operator
-(actor system:operator); every change is an event in the ledger.`,
+the KEK. Through the server (the default), 'keys status' shows the keyset
+and 'keys rotate', 'disable', 'enable' and 'destroy' change it, as the
+signed-in person or STELE_TOKEN, with the environment named by
+ORG/PROJECT/ENV or by --org, --project, --env and the folder's defaults.
+
+With --database-url or --dev, the commands act on the database directly
+as the operator (actor system:operator), on the host where the server
+runs with the KEK at hand; 'reseal' and 'rewrap' exist only there. Every
+change is an event in the ledger either way.`,
+		Example: `  stele keys status --env production
+  stele keys rotate acme/web/production
+  stele keys status acme/web/production --database-url "$DATABASE_URL"`,
 	}
 	db.register(cmd.PersistentFlags())
 	k.register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	run := func(use, short string, nargs int, fn func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error)) *cobra.Command {
-		return &cobra.Command{
+	// direct reports whether the command acts on the database itself:
+	// only when told so by a flag, so that a DATABASE_URL meant for
+	// something else never sends a developer's command to a database.
+	direct := func(c *cobra.Command) bool { return c.Flags().Changed("database-url") || db.dev }
+
+	keyID := func(s string) (uint32, error) {
+		v, err := strconv.ParseUint(s, 10, 32)
+		if err != nil {
+			return 0, usageError{fmt.Errorf("key id %q: want a number (see stele keys status)", s)}
+		}
+		return uint32(v), nil
+	}
+	type apiFn func(c *cobra.Command, s *session, env cli.Env, args []string) (*cli.Response, error)
+	run := func(use, short string, nargs int, fn func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error), api apiFn) *cobra.Command {
+		var cf clientFlags
+		cmd := &cobra.Command{
 			Use:   use,
 			Short: short,
-			Args:  cobra.ExactArgs(nargs),
+			Args:  cobra.RangeArgs(nargs-1, nargs),
 			RunE: func(c *cobra.Command, args []string) error {
+				if !direct(c) {
+					if api == nil {
+						return usageError{fmt.Errorf("keys %s acts on the database only: pass --database-url or --dev, on the server's host", c.Name())}
+					}
+					s, err := cf.connect(c)
+					if err != nil {
+						return err
+					}
+					if len(args) == nargs {
+						e, err := parseEnv(args[0])
+						if err != nil {
+							return err
+						}
+						cf.org, cf.project, cf.env = e.Org, e.Project, e.Env
+						args = args[1:]
+					}
+					env, err := s.environment()
+					if err != nil {
+						return err
+					}
+					if err := s.needAuth(); err != nil {
+						return err
+					}
+					resp, err := api(c, s, env, args)
+					if err != nil {
+						return err
+					}
+					if asJSON {
+						return printRaw(c.OutOrStdout(), resp.Body)
+					}
+					return printKeyset(c.OutOrStdout(), env, resp)
+				}
+				if len(args) != nargs {
+					return usageError{fmt.Errorf("with --database-url or --dev, name the environment: keys %s", use)}
+				}
 				env, err := parseEnv(args[0])
 				if err != nil {
 					return err
 				}
+				if nargs == 2 { // check the key id before opening anything
+					if _, err := keyID(args[1]); err != nil {
+						return err
+					}
+				}
 				ctx, cancel := context.WithCancel(c.Context())
-				defer cancel()
 				logger := quietLogger()
 				store, closeStore, err := db.open(ctx, logger, 8)
 				if err != nil {
+					cancel()
 					return err
 				}
 				// Stop the catalog before the store closes under it.
@@ -156,19 +222,47 @@ the KEK. These commands act directly on the database as the operator
 				return printOut(c.OutOrStdout(), out, asJSON)
 			},
 		}
-	}
-	keyID := func(s string) (uint32, error) {
-		v, err := strconv.ParseUint(s, 10, 32)
-		if err != nil {
-			return 0, usageError{fmt.Errorf("key id %q: want a number (see stele keys status)", s)}
+		if api != nil {
+			cf.register(cmd)
+			cf.registerEnv(cmd)
 		}
-		return uint32(v), nil
+		return cmd
 	}
+	keysetPath := func(env cli.Env) string { return env.Path() + "/keyset" }
+	keyCall := func(method, action string) apiFn {
+		return func(c *cobra.Command, s *session, env cli.Env, args []string) (*cli.Response, error) {
+			if len(args) != 1 {
+				return nil, usageError{errors.New("name the key: KEY_ID (see stele keys status)")}
+			}
+			id, err := keyID(args[0])
+			if err != nil {
+				return nil, err
+			}
+			p := fmt.Sprintf("%s/keys/%d", keysetPath(env), id)
+			if action != "" {
+				p += "/" + action
+			}
+			return s.call(c.Context(), cli.Call{Method: method, Path: p, JSON: map[string]any{}}, nil)
+		}
+	}
+	// withKey reads the key id argument, then acts.
+	withKey := func(act func(ctx context.Context, svc *app.Service, env app.Env, id uint32) (any, error)) func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error) {
+		return func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error) {
+			id, err := keyID(args[0])
+			if err != nil {
+				return nil, err
+			}
+			return act(ctx, svc, env, id)
+		}
+	}
+	noAPI := apiFn(nil)
 	cmd.AddCommand(
-		run("status ORG/PROJECT/ENV", "Show the keyset: keys, primary, age, reseal progress", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
+		run("status [ORG/PROJECT/ENV]", "Show the keyset: keys, primary, age, reseal progress", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
 			return svc.KeysetStatus(ctx, operator(), env)
+		}, func(c *cobra.Command, s *session, env cli.Env, _ []string) (*cli.Response, error) {
+			return s.call(c.Context(), cli.Call{Method: http.MethodGet, Path: keysetPath(env)}, nil)
 		}),
-		run("rotate ORG/PROJECT/ENV", "Add a new data key, make it primary, and reseal current values under it", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
+		run("rotate [ORG/PROJECT/ENV]", "Add a new data key, make it primary, and reseal current values under it", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
 			if _, err := svc.RotateKeyset(ctx, operator(), env, "manual"); err != nil {
 				return nil, err
 			}
@@ -176,36 +270,60 @@ the KEK. These commands act directly on the database as the operator
 				return nil, err
 			}
 			return svc.KeysetStatus(ctx, operator(), env)
+		}, func(c *cobra.Command, s *session, env cli.Env, _ []string) (*cli.Response, error) {
+			return s.call(c.Context(), cli.Call{Method: http.MethodPost, Path: keysetPath(env) + "/rotate", JSON: map[string]any{"reason": "manual"}}, nil)
 		}),
-		run("reseal ORG/PROJECT/ENV", "Reseal current values not yet under the primary key", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
+		run("reseal ORG/PROJECT/ENV", "Reseal current values not yet under the primary key (with --database-url or --dev)", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
 			return svc.Reseal(ctx, env)
-		}),
-		run("disable ORG/PROJECT/ENV KEY_ID", "Disable a key that seals no current value", 2, func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error) {
-			id, err := keyID(args[0])
-			if err != nil {
-				return nil, err
-			}
+		}, noAPI),
+		run("disable [ORG/PROJECT/ENV] KEY_ID", "Disable a key that seals no current value", 2, withKey(func(ctx context.Context, svc *app.Service, env app.Env, id uint32) (any, error) {
 			return svc.DisableKey(ctx, operator(), env, id)
-		}),
-		run("enable ORG/PROJECT/ENV KEY_ID", "Re-enable a disabled key", 2, func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error) {
-			id, err := keyID(args[0])
-			if err != nil {
-				return nil, err
-			}
+		}), keyCall(http.MethodPost, "disable")),
+		run("enable [ORG/PROJECT/ENV] KEY_ID", "Re-enable a disabled key", 2, withKey(func(ctx context.Context, svc *app.Service, env app.Env, id uint32) (any, error) {
 			return svc.EnableKey(ctx, operator(), env, id)
-		}),
-		run("destroy ORG/PROJECT/ENV KEY_ID", "Destroy a disabled key for good: what only it sealed can never be read again", 2, func(ctx context.Context, svc *app.Service, env app.Env, args []string) (any, error) {
-			id, err := keyID(args[0])
-			if err != nil {
-				return nil, err
-			}
+		}), keyCall(http.MethodPost, "enable")),
+		run("destroy [ORG/PROJECT/ENV] KEY_ID", "Destroy a disabled key for good: what only it sealed can never be read again", 2, withKey(func(ctx context.Context, svc *app.Service, env app.Env, id uint32) (any, error) {
 			return svc.DestroyKey(ctx, operator(), env, id)
-		}),
-		run("rewrap ORG/PROJECT/ENV", "Wrap the keyset under the configured KEK (KEK rotation)", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
+		}), keyCall(http.MethodDelete, "")),
+		run("rewrap ORG/PROJECT/ENV", "Wrap the keyset under the configured KEK (KEK rotation; with --database-url or --dev)", 1, func(ctx context.Context, svc *app.Service, env app.Env, _ []string) (any, error) {
 			return svc.RewrapKeyset(ctx, operator(), env)
-		}),
+		}, noAPI),
 	)
 	return cmd
+}
+
+// printKeyset prints a keyset as the API describes it.
+func printKeyset(w io.Writer, env cli.Env, resp *cli.Response) error {
+	var ks struct {
+		PrimaryKey   int64      `json:"primary_key"`
+		PrimarySince time.Time  `json:"primary_since"`
+		LastRotation *time.Time `json:"last_rotation"`
+		RotationDue  bool       `json:"rotation_due"`
+		Reseal       struct {
+			Complete bool  `json:"complete"`
+			Pending  int64 `json:"pending"`
+		} `json:"reseal"`
+		Keys []struct {
+			ID      int64     `json:"id"`
+			State   string    `json:"state"`
+			Primary bool      `json:"primary"`
+			AddedAt time.Time `json:"added_at"`
+		} `json:"keys"`
+	}
+	if err := resp.Decode(&ks); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "environment\t%s\nprimary\t%d (since %s)\n", env, ks.PrimaryKey, when(ks.PrimarySince))
+	if ks.LastRotation != nil {
+		fmt.Fprintf(tw, "last rotation\t%s\n", when(*ks.LastRotation))
+	}
+	fmt.Fprintf(tw, "rotation due\t%v\nresealed\t%v (%d values pending)\n", ks.RotationDue, ks.Reseal.Complete, ks.Reseal.Pending)
+	fmt.Fprintln(tw, "\nKEY\tSTATE\tPRIMARY\tADDED")
+	for _, k := range ks.Keys {
+		fmt.Fprintf(tw, "%d\t%s\t%v\t%s\n", k.ID, k.State, k.Primary, when(k.AddedAt))
+	}
+	return tw.Flush()
 }
 
 func printOut(w io.Writer, v any, asJSON bool) error {

@@ -97,7 +97,7 @@ func newLedgerCmd() *cobra.Command {
 		Use:   "ledger",
 		Short: "Inspect, verify, checkpoint and export the ledger",
 	}
-	cmd.AddCommand(newLedgerHeadCmd(), newLedgerKeyCmd(), newLedgerCheckpointCmd(), newLedgerVerifyCmd(), newLedgerExportCmd())
+	cmd.AddCommand(newLedgerHeadCmd(), newLedgerKeyCmd(), newLedgerCheckpointCmd(), newLedgerVerifyCmd(), newLedgerExportCmd(), newLedgerForgetCmd())
 	return cmd
 }
 
@@ -266,24 +266,37 @@ type verifyOutput struct {
 
 func newLedgerVerifyCmd() *cobra.Command {
 	var db dbFlags
+	var cf clientFlags
 	var file, keyArg, trustedFile string
 	var asJSON, record bool
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Verify the ledger: every hash, the chain, the Merkle tree and every signed checkpoint",
-		Long: `Verify the whole ledger from position 1: each event's hash against its
-content, the hash chain, positions and stream versions, recorded times, the
-Merkle tree (every stored hash) and each signed checkpoint's signature and
-root. Against the database by default; with --file, an export made by
-'stele ledger export', offline, with no database.
+		Long: `Verify the ledger, in one of three places.
+
+With --database-url or --dev (on the server's host, or an auditor's
+copy of the database): the whole ledger from position 1, each event's
+hash against its content, the hash chain, positions and stream versions,
+recorded times, the Merkle tree (every stored hash) and each signed
+checkpoint's signature and root.
+
+With --file: the same, offline, over an export made by
+'stele ledger export', with no database.
+
+Otherwise, through the server (--server, STELE_ADDR, the folder's
+defaults): its latest signed checkpoint, checked with the key this client
+trusts (--key, or the one remembered since first contact), and proven by
+a consistency proof to extend the checkpoint this client verified before;
+then the outcome of the server's own last full verification.
 
 --checkpoint names a signed checkpoint you kept earlier (an auditor's copy,
 or the server's data folder file latest-checkpoint): the log must still
 contain it. That catches a tail rewritten together with its checkpoints.
 
 Exit status: 0 verified, 3 verification failed (the first bad position and
-the reason are printed), 1 or 2 for other errors.`,
-		Example: `  stele ledger verify --dev
+the reason are printed), 1, 2 or 4 for other errors.`,
+		Example: `  stele ledger verify
+  stele ledger verify --dev
   stele ledger verify --database-url postgres://… --key "$(cat ledger.pub)"
   stele ledger verify --file ledger.export --key @ledger.pub --checkpoint saved-checkpoint`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -305,6 +318,9 @@ the reason are printed), 1 or 2 for other errors.`,
 				if opts.Key == nil && file != "" {
 					return usageError{errors.New("--checkpoint needs --key")}
 				}
+			}
+			if file == "" && !cmd.Flags().Changed("database-url") && !db.dev {
+				return verifyOnline(cmd, &cf, opts.Key, trustedFile, asJSON)
 			}
 			var rep verify.Report
 			var err error
@@ -374,6 +390,7 @@ the reason are printed), 1 or 2 for other errors.`,
 		},
 	}
 	db.register(cmd.Flags())
+	cf.register(cmd)
 	cmd.Flags().StringVar(&file, "file", "", "verify this export file instead of the database (needs --key)")
 	cmd.Flags().StringVar(&keyArg, "key", "", "the ledger's public key (as printed by stele ledger key), or @FILE holding it")
 	cmd.Flags().StringVar(&trustedFile, "checkpoint", "", "a signed checkpoint kept outside the ledger that the log must contain")

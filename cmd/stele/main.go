@@ -43,13 +43,21 @@ func run(ctx context.Context, args []string) int {
 	if err == nil {
 		return 0
 	}
+	var child exitCode
+	if errors.As(err, &child) { // the command stele ran has said all
+		return int(child)
+	}
 	fmt.Fprintln(os.Stderr, "stele: "+oneLine(err.Error()))
 	var ue usageError
+	var ae authError
+	var lr logRewrittenError
 	switch {
 	case errors.As(err, &ue):
 		return exitUsage
-	case errors.Is(err, verify.ErrFailed):
+	case errors.Is(err, verify.ErrFailed), errors.As(err, &lr):
 		return exitTampered
+	case errors.As(err, &ae):
+		return exitAuth
 	default:
 		return exitError
 	}
@@ -84,6 +92,20 @@ event in that ledger.`,
 		newVersionCmd(),
 		newHealthcheckCmd(),
 		newRequestCmd(),
+		newLoginCmd(),
+		newLogoutCmd(),
+		newWhoamiCmd(),
+		newInitCmd(),
+		newRunCmd(),
+		newExportCmd(),
+		newImportCmd(),
+		newSecretsCmd(),
+		newProjectsCmd(),
+		newEnvsCmd(),
+		newBundlesCmd(),
+		newMembersCmd(),
+		newTokensCmd(),
+		newAuditCmd(),
 	)
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {

@@ -210,12 +210,12 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 	}
 	appendEvents(t, url, 10)
 
-	r = stele(t, env, "ledger", "verify", "--key", vkey, "--checkpoint", saved, "--json")
+	r = stele(t, env, "ledger", "verify", "--database-url", url, "--key", vkey, "--checkpoint", saved, "--json")
 	var rep map[string]any
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || rep["ok"] != true || rep["events"] != 50.0 || rep["trusted_checkpoint"] != 40.0 {
 		t.Fatalf("verify: %+v", r)
 	}
-	r = stele(t, env, "ledger", "verify")
+	r = stele(t, env, "ledger", "verify", "--database-url", url)
 	if r.code != 0 || !strings.Contains(r.stdout, "events verified   50") || !strings.Contains(r.stderr, "key recorded in the database") {
 		t.Fatalf("verify (human): %+v", r)
 	}
@@ -271,7 +271,7 @@ func TestLedgerCommandsEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	oneLineError(t, stele(t, env, "ledger", "verify", "--key", vkey), 3, "position 33")
+	oneLineError(t, stele(t, env, "ledger", "verify", "--database-url", url, "--key", vkey), 3, "position 33")
 }
 
 // pythonVerifier returns the command of docs/verifier/stele_verify.py, an
@@ -384,36 +384,36 @@ func TestKeysCommands(t *testing.T) {
 	}
 	envs := []string{"DATABASE_URL=" + url, "STELE_DATA_DIR=" + dataDir}
 	var st app.KeysetStatus
-	r := stele(t, envs, "keys", "status", "acme/web/production", "--json")
+	r := stele(t, envs, "keys", "status", "--database-url", url, "acme/web/production", "--json")
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || len(st.Keys) != 1 {
 		t.Fatalf("status: %+v", r)
 	}
 	old := st.Primary
-	r = stele(t, envs, "keys", "rotate", "acme/web/production", "--json")
+	r = stele(t, envs, "keys", "rotate", "--database-url", url, "acme/web/production", "--json")
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Primary == old || !st.ResealComplete || st.Pending != 0 {
 		t.Fatalf("rotate: %+v %+v", r, st)
 	}
-	oneLineError(t, stele(t, envs, "keys", "destroy", "acme/web/production", fmt.Sprint(old)), 1, "disable it before")
-	if r := stele(t, envs, "keys", "disable", "acme/web/production", fmt.Sprint(old)); r.code != 0 {
+	oneLineError(t, stele(t, envs, "keys", "destroy", "--database-url", url, "acme/web/production", fmt.Sprint(old)), 1, "disable it before")
+	if r := stele(t, envs, "keys", "disable", "--database-url", url, "acme/web/production", fmt.Sprint(old)); r.code != 0 {
 		t.Fatalf("disable: %+v", r)
 	}
-	if r := stele(t, envs, "keys", "destroy", "acme/web/production", fmt.Sprint(old)); r.code != 0 || !strings.Contains(r.stdout, "destroyed") {
+	if r := stele(t, envs, "keys", "destroy", "--database-url", url, "acme/web/production", fmt.Sprint(old)); r.code != 0 || !strings.Contains(r.stdout, "destroyed") {
 		t.Fatalf("destroy: %+v", r)
 	}
-	oneLineError(t, stele(t, envs, "keys", "status", "acme/web"), 2, "ORG/PROJECT/ENV")
-	oneLineError(t, stele(t, envs, "keys", "disable", "acme/web/production", "x"), 2, "key id")
+	oneLineError(t, stele(t, envs, "keys", "status", "--database-url", url, "acme/web"), 2, "ORG/PROJECT/ENV")
+	oneLineError(t, stele(t, envs, "keys", "disable", "--database-url", url, "acme/web/production", "x"), 2, "key id")
 	// The server, which cached the keyset, reads the current value (resealed) …
 	rv, err := s.App.RevealSecret(ctx, ada, ref, 0, "after destroy", domain.ChannelAPI)
 	if err != nil || string(rv.Value) != "postgres://one" {
 		t.Fatalf("reveal after the old key was destroyed elsewhere: %q %v", rv.Value, err)
 	}
 	// … and the ledger still verifies.
-	if r := stele(t, envs, "ledger", "verify"); r.code != 0 {
+	if r := stele(t, envs, "ledger", "verify", "--database-url", url); r.code != 0 {
 		t.Fatalf("verify after crypto-shredding: %+v", r)
 	}
 	// Without the master key, a server refuses to make a new one.
 	os.Remove(filepath.Join(dataDir, "master.key"))
-	oneLineError(t, stele(t, envs, "keys", "status", "acme/web/production"), 1, "restore the master key")
+	oneLineError(t, stele(t, envs, "keys", "status", "--database-url", url, "acme/web/production"), 1, "restore the master key")
 }
 
 // A projector killed (SIGKILL) while a batch is open resumes with no
