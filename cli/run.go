@@ -37,12 +37,12 @@ var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, sy
 // Running is a started child.
 type Running struct {
 	forwardInterrupts bool
-	cmd     *exec.Cmd
-	done    chan struct{}
-	err     error
-	maskers []*Masker
-	sigs    chan os.Signal
-	stopSig chan struct{}
+	cmd               *exec.Cmd
+	done              chan struct{}
+	err               error
+	maskers           []*Masker
+	sigs              chan os.Signal
+	stopSig           chan struct{}
 	// Signalled holds the last terminating signal passed on (SIGTERM,
 	// SIGINT, SIGHUP, SIGQUIT), or nil.
 	signalled chan os.Signal
