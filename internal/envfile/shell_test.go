@@ -12,11 +12,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"stele.dev/stele/internal/aptget"
 	"stele.dev/stele/internal/envfile"
 )
 
@@ -137,70 +137,18 @@ var (
 	}
 )
 
-// lookups finds or installs each shell once per test binary; aptMu keeps
-// two installs from fighting over dpkg's lock.
-var (
-	lookups sync.Map // bin → func() (shellFound, error)
-	aptMu   sync.Mutex
-)
-
-type shellFound struct {
-	path      string
-	installed bool // by this test, with apt-get
-}
-
 // shellPath is the path of sh's program, which it installs with apt-get
 // when it is missing and the test runs as root; otherwise it skips.
 func shellPath(t *testing.T, sh shell) string {
 	t.Helper()
-	f, _ := lookups.LoadOrStore(sh.bin, sync.OnceValues(func() (shellFound, error) { return lookOrInstall(sh.bin, sh.pkg) }))
-	found, err := f.(func() (shellFound, error))()
+	path, installed, err := aptget.Find(sh.bin, sh.pkg)
 	if err != nil {
 		t.Skip(err)
 	}
-	if found.installed {
+	if installed {
 		t.Logf("installed %s (Debian package %s) with apt-get", sh.bin, sh.pkg)
 	}
-	return found.path
-}
-
-func lookOrInstall(bin, pkg string) (shellFound, error) {
-	if p, err := exec.LookPath(bin); err == nil {
-		return shellFound{path: p}, nil
-	}
-	if os.Geteuid() != 0 {
-		return shellFound{}, fmt.Errorf("%s is not installed, and only root may install it (apt-get install %s)", bin, pkg)
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return shellFound{}, fmt.Errorf("%s is not installed, and there is no apt-get to install it", bin)
-	}
-	aptMu.Lock()
-	defer aptMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	apt := func(args ...string) error {
-		// Wait for a lock that another apt-get holds rather than fail.
-		cmd := exec.CommandContext(ctx, "apt-get", append([]string{"-o", "DPkg::Lock::Timeout=300"}, args...)...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("apt-get %s: %v: %s", args[0], err, lastLines(out, 3))
-		}
-		return nil
-	}
-	install := func() error { return apt("install", "-y", "--no-install-recommends", pkg) }
-	if err := install(); err != nil { // the package lists may be stale
-		if err := apt("update"); err != nil {
-			return shellFound{}, err
-		}
-		if err := install(); err != nil {
-			return shellFound{}, err
-		}
-	}
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		return shellFound{}, fmt.Errorf("apt-get installed %s, but %s is still not on PATH", pkg, bin)
-	}
-	return shellFound{path: p, installed: true}, nil
+	return path
 }
 
 func lastLines(b []byte, n int) string {
