@@ -157,14 +157,9 @@ func (s *Server) revealSecrets(w http.ResponseWriter, r *http.Request) {
 		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "names", Detail: "send names or bundle, not both"})
 		return
 	case body.Bundle != "":
-		id, _ := identity(r)
-		keys, err := s.cfg.App.BundleKeys(r.Context(), id.Actor, e, body.Bundle)
-		if err != nil {
-			s.fail(w, r, err)
+		var ok bool
+		if picks, ok = s.secBundlePicks(w, r, e, body.Bundle); !ok {
 			return
-		}
-		for _, k := range keys {
-			picks = append(picks, secPick{name: k.Name, required: k.Required})
 		}
 	case len(body.Names) > 0:
 		var ok bool
@@ -198,6 +193,21 @@ func (s *Server) revealSecrets(w http.ResponseWriter, r *http.Request) {
 	wrote(w, http.StatusOK, app.Result{Position: out.Position}, out)
 }
 
+// secBundlePicks are the keys of a bundle of env's project, as picks.
+func (s *Server) secBundlePicks(w http.ResponseWriter, r *http.Request, e app.Env, bundle string) ([]secPick, bool) {
+	id, _ := identity(r)
+	keys, err := s.cfg.App.BundleKeys(r.Context(), id.Actor, e, bundle)
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, false
+	}
+	picks := make([]secPick, 0, len(keys))
+	for _, k := range keys {
+		picks = append(picks, secPick{name: k.Name, required: k.Required})
+	}
+	return picks, true
+}
+
 func (s *Server) exportSecrets(w http.ResponseWriter, r *http.Request) {
 	e := secEnv(r)
 	if _, ok := s.authorize(w, r, e.Org, e.Project, e.Env, domain.PermRevealValue); !ok {
@@ -206,7 +216,11 @@ func (s *Server) exportSecrets(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Format string   `json:"format"`
 		Names  []string `json:"names"`
+		Bundle string   `json:"bundle"`
 		Reason string   `json:"reason"`
+		// Channel says how the values leave: "cli-run" when the CLI runs
+		// a program with them (stele run), else an export.
+		Channel string `json:"channel"`
 	}
 	if !decodeJSON(w, r, &body) {
 		return
@@ -216,29 +230,51 @@ func (s *Server) exportSecrets(w http.ResponseWriter, r *http.Request) {
 		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "format", Detail: "format: want dotenv, json or yaml"})
 		return
 	}
+	ch := domain.ChannelExport
+	switch body.Channel {
+	case "":
+	case string(domain.ChannelRun):
+		ch = domain.ChannelRun
+	default:
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "channel", Detail: "channel: want cli-run, or none"})
+		return
+	}
+	if body.Names != nil && body.Bundle != "" {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "names", Detail: "send names or bundle, not both"})
+		return
+	}
 	id, _ := identity(r)
-	all := body.Names == nil
+	all := body.Names == nil && body.Bundle == ""
 	var names []string
-	if all {
+	skipped := []string{}
+	switch {
+	case all:
 		if names, err = s.cfg.App.SecretNames(r.Context(), id.Actor, e); err != nil {
 			s.fail(w, r, err)
 			return
 		}
-	} else {
-		picks, ok := secNames(w, r, body.Names)
+	default:
+		var picks []secPick
+		var ok bool
+		if body.Bundle != "" {
+			picks, ok = s.secBundlePicks(w, r, e, body.Bundle)
+		} else {
+			picks, ok = secNames(w, r, body.Names)
+		}
 		if !ok {
 			return
 		}
-		if names, _, ok = s.secResolve(w, r, e, picks); !ok {
+		// A bundle's optional keys without a value are left out, and
+		// named in X-Stele-Skipped.
+		if names, skipped, ok = s.secResolve(w, r, e, picks); !ok {
 			return
 		}
 	}
 	req := s.secRevealRequest(r)
 	entries := make([]envfile.Entry, 0, len(names))
-	skipped := []string{}
 	var pos uint64
 	for _, n := range names {
-		rv, err := s.secRevealOne(r, req, e, n, body.Reason, domain.ChannelExport)
+		rv, err := s.secRevealOne(r, req, e, n, body.Reason, ch)
 		if all && (errors.Is(err, domain.ErrDestroyed) || errors.Is(err, domain.ErrDeleted) || errors.Is(err, domain.ErrNotFound)) {
 			// Changed since it was listed, or sealed by a destroyed key:
 			// it has no value to export.

@@ -4,11 +4,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"testing"
 
 	"stele.dev/stele/api"
 	"stele.dev/stele/app"
+	"stele.dev/stele/domain"
 	"stele.dev/stele/internal/envfile"
 )
 
@@ -366,4 +368,91 @@ func TestExportRefusals(t *testing.T) {
 		}
 	}
 	secNoLeak(t, h, "text-value-5555", "wiped-value-4444")
+}
+
+// An export of a bundle's keys, resolved as a bulk reveal resolves them,
+// and an export for `stele run`, recorded with the cli-run channel.
+func TestExportBundleAndChannel(t *testing.T) {
+	h := secSetup(t)
+	values := map[string]string{"DB_URL": "postgres://bundle-db-value", "API_KEY": "bundle-api-key-value", "OTHER": "bundle-other-value"}
+	for n, v := range values {
+		h.put(secDev+"/secrets/"+n, h.Bob, map[string]any{"value": v}).expect(t, 201)
+	}
+	ada := secAda()
+	must(h.App.CreateBundle(ctx, ada, "acme", "web", "backend", []domain.BundleKey{{Name: "DB_URL", Required: true}, {Name: "API_KEY"}, {Name: "OPTIONAL_FLAG"}}))
+	must(h.App.CreateBundle(ctx, ada, "acme", "web", "strict", []domain.BundleKey{{Name: "DB_URL"}, {Name: "MISSING_KEY", Required: true}}))
+
+	r := h.post(secDev+"/export", h.Bob, map[string]any{"format": "json", "bundle": "backend", "channel": "cli-run", "reason": "stele run"}).expect(t, 200)
+	var got map[string]string
+	r.decode(t, &got)
+	secSameValues(t, "bundle export", got, map[string]string{"DB_URL": values["DB_URL"], "API_KEY": values["API_KEY"]})
+	if r.header.Get("X-Stele-Skipped") != "OPTIONAL_FLAG" {
+		t.Fatalf("skipped: %q", r.header.Get("X-Stele-Skipped"))
+	}
+	head := must(strconv.ParseUint(r.position(t), 10, 64))
+	for _, n := range []string{"DB_URL", "API_KEY"} {
+		reads := secReads(t, h, n, head)
+		if len(reads) != 1 || reads[0].Channel != "cli-run" || reads[0].Reason != "stele run" || reads[0].Actor != "user:bob@example.com" {
+			t.Fatalf("reads of %s: %+v", n, reads)
+		}
+	}
+	if reads := secReads(t, h, "OTHER", head); len(reads) != 0 {
+		t.Fatalf("a secret outside the bundle was read: %+v", reads)
+	}
+	// The cli-run channel with names, or everything; without it, export.
+	r = h.post(secDev+"/export", h.Bob, map[string]any{"format": "dotenv", "names": []string{"OTHER"}, "channel": "cli-run"}).expect(t, 200)
+	if reads := secReads(t, h, "OTHER", must(strconv.ParseUint(r.position(t), 10, 64))); len(reads) != 1 || reads[0].Channel != "cli-run" {
+		t.Fatalf("reads of OTHER: %+v", reads)
+	}
+	r = h.post(secDev+"/export", h.Bob, map[string]any{"format": "dotenv", "channel": "cli-run"}).expect(t, 200)
+	if reads := secReads(t, h, "API_KEY", must(strconv.ParseUint(r.position(t), 10, 64))); len(reads) != 2 || reads[0].Channel != "cli-run" {
+		t.Fatalf("reads of API_KEY: %+v", reads)
+	}
+	r = h.post(secDev+"/export", h.Bob, map[string]any{"format": "yaml", "bundle": "backend"}).expect(t, 200)
+	if reads := secReads(t, h, "DB_URL", must(strconv.ParseUint(r.position(t), 10, 64))); len(reads) != 3 || reads[0].Channel != "export" {
+		t.Fatalf("reads of DB_URL: %+v", reads)
+	}
+
+	// A required key without a value fails as a bulk reveal does, before
+	// anything is read; bad requests name their field.
+	before := must(h.App.Head(ctx))
+	h.post(secDev+"/export", h.Bob, map[string]any{"format": "json", "bundle": "strict"}).expectProblem(t, 404, "not_found")
+	h.post(secDev+"/reveal", h.Bob, map[string]any{"bundle": "strict"}).expectProblem(t, 404, "not_found")
+	h.post(secDev+"/export", h.Bob, map[string]any{"format": "json", "bundle": "no-such-bundle"}).expectProblem(t, 404, "not_found")
+	if must(h.App.Head(ctx)) != before {
+		t.Fatal("refused exports recorded reads")
+	}
+	h.del(secDev+"/secrets/DB_URL", h.Bob).expect(t, 200)
+	before = must(h.App.Head(ctx))
+	h.post(secDev+"/export", h.Bob, map[string]any{"format": "json", "bundle": "backend", "channel": "cli-run"}).expectProblem(t, 409, "deleted")
+	for _, c := range []struct {
+		body  map[string]any
+		field string
+	}{
+		{map[string]any{"format": "json", "names": []string{"API_KEY"}, "bundle": "backend"}, "names"},
+		{map[string]any{"format": "json", "channel": "export"}, "channel"},
+		{map[string]any{"format": "json", "channel": "api"}, "channel"},
+		{map[string]any{"format": "json", "bundle": "backend", "channel": "CLI-RUN"}, "channel"},
+	} {
+		r := h.do(call{method: "POST", path: secDev + "/export", cred: h.Bob, body: c.body, invalid: true})
+		r.expectProblem(t, 400, "invalid_request")
+		var p api.Problem
+		r.decode(t, &p)
+		if p.Field != c.field {
+			t.Errorf("%v: field %q, want %q", c.body, p.Field, c.field)
+		}
+		if strings.Contains(string(r.body), "bundle-") {
+			t.Fatalf("a refused export answered a value: %s", r.body)
+		}
+	}
+	if must(h.App.Head(ctx)) != before {
+		t.Fatal("refused exports recorded reads")
+	}
+	// A viewer may not.
+	h.post(secDev+"/export", h.Eve, map[string]any{"format": "json", "bundle": "backend", "channel": "cli-run"}).expectProblem(t, 403, "forbidden")
+	vals := make([]string, 0, len(values))
+	for _, v := range values {
+		vals = append(vals, v)
+	}
+	secNoLeak(t, h, vals...)
 }
