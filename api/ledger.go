@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"mime"
 	"net/http"
 	"regexp"
@@ -13,6 +14,7 @@ import (
 
 	"stele.dev/stele/app"
 	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/merkle"
 	"stele.dev/stele/projections"
 )
 
@@ -27,6 +29,9 @@ func (s *Server) mountLedger(r chi.Router) {
 	r.Get("/ledger/head", s.ledgerHead)
 	r.Get("/ledger/checkpoint", s.ledgerCheckpoint)
 	r.Get("/ledger/status", s.ledgerStatus)
+	r.Get("/ledger/key", s.ledgerKey)
+	r.Get("/ledger/proof/consistency", s.ledgerConsistency)
+	r.Get("/ledger/proof/inclusion", s.ledgerInclusion)
 }
 
 // LedgerHead is the log's last event: its position and hash.
@@ -210,4 +215,179 @@ func (s *Server) ledgerStatus(w http.ResponseWriter, r *http.Request) {
 			Failure: quoted.ReplaceAllString(st.Failure, `"…"`)}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// LedgerKey is the verifier key of the ledger's checkpoints.
+type LedgerKey struct {
+	// Origin is the log's origin, the key's name.
+	Origin string `json:"origin"`
+	// Key is the note verifier key, "<origin>+<key hash>+<base64 key>".
+	Key string `json:"key"`
+}
+
+func (s *Server) ledgerKey(w http.ResponseWriter, r *http.Request) {
+	kind := negotiate(r.Header.Get("Accept"), "text/plain", "application/json")
+	if kind == "" {
+		problem(w, r, http.StatusNotAcceptable, "not_acceptable", "the key is served as text/plain (the verifier key) or application/json")
+		return
+	}
+	k := s.cfg.CheckpointKey
+	if k == nil {
+		problem(w, r, http.StatusNotFound, "not_found", "no key configured: this server publishes no checkpoint verifier key")
+		return
+	}
+	w.Header().Set("Vary", "Accept")
+	if kind == "text/plain" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		w.Write([]byte(k.String()))
+		return
+	}
+	writeJSON(w, http.StatusOK, LedgerKey{Origin: k.Origin(), Key: k.String()})
+}
+
+// LedgerConsistencyProof proves that the log's first From events are the
+// first From of its first To events (RFC 6962 consistency proof).
+type LedgerConsistencyProof struct {
+	From  uint64   `json:"from"`
+	To    uint64   `json:"to"`
+	Proof []string `json:"proof"`
+}
+
+// LedgerInclusionProof proves that the event at Position (its hash,
+// EventHash) is leaf LeafIndex of the tree of the log's first Size events
+// (RFC 6962 audit path).
+type LedgerInclusionProof struct {
+	Position  uint64   `json:"position"`
+	Size      uint64   `json:"size"`
+	LeafIndex uint64   `json:"leaf_index"`
+	EventHash string   `json:"event_hash"`
+	Proof     []string `json:"proof"`
+}
+
+// ledgerQuerySize reads a tree size or position from the query: 1 or
+// more. present is false when it is absent; on a bad value it answers and
+// returns ok false.
+func ledgerQuerySize(w http.ResponseWriter, r *http.Request, name string, required bool) (n uint64, present, ok bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		if required {
+			writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: name, Detail: name + ": required"})
+			return 0, false, false
+		}
+		return 0, false, true
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil || n == 0 {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: name, Detail: name + ": want a whole number of events, 1 or more"})
+		return 0, false, false
+	}
+	return n, true, true
+}
+
+// ledgerTreeSize is the size a proof is for: the one asked for (field),
+// which must not be beyond the head, or the latest checkpoint's.
+func (s *Server) ledgerTreeSize(w http.ResponseWriter, r *http.Request, field string, size uint64, given bool) (uint64, bool) {
+	if s.cfg.Ledger == nil {
+		s.fail(w, r, errNoLedger)
+		return 0, false
+	}
+	if !given {
+		cp, err := s.cfg.Ledger.LatestCheckpoint(r.Context())
+		if errors.Is(err, eventstore.ErrNotFound) {
+			problem(w, r, http.StatusNotFound, "not_found", "the ledger has no signed checkpoint yet; name the tree size ("+field+")")
+			return 0, false
+		}
+		if err != nil {
+			s.fail(w, r, ledgerErr(err))
+			return 0, false
+		}
+		return cp.Size, true
+	}
+	h, err := s.cfg.Ledger.Head(r.Context())
+	if err != nil {
+		s.fail(w, r, ledgerErr(err))
+		return 0, false
+	}
+	if size > h.Position {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: field,
+			Detail: fmt.Sprintf("%s: the log holds %d events, fewer than %d", field, h.Position, size)})
+		return 0, false
+	}
+	return size, true
+}
+
+func ledgerHexes(hs []eventstore.Hash) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.String()
+	}
+	return out
+}
+
+func (s *Server) ledgerConsistency(w http.ResponseWriter, r *http.Request) {
+	from, _, ok := ledgerQuerySize(w, r, "from", true)
+	if !ok {
+		return
+	}
+	to, given, ok := ledgerQuerySize(w, r, "to", false)
+	if !ok {
+		return
+	}
+	if given && from > to {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "from", Detail: fmt.Sprintf("from: %d is above to (%d)", from, to)})
+		return
+	}
+	if to, ok = s.ledgerTreeSize(w, r, "to", to, given); !ok {
+		return
+	}
+	if from > to {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "from",
+			Detail: fmt.Sprintf("from: %d is above the latest checkpoint's size (%d)", from, to)})
+		return
+	}
+	proof, err := merkle.ConsistencyProof(r.Context(), s.cfg.Ledger, to, from)
+	if err != nil {
+		s.fail(w, r, ledgerErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, LedgerConsistencyProof{From: from, To: to, Proof: ledgerHexes(proof)})
+}
+
+func (s *Server) ledgerInclusion(w http.ResponseWriter, r *http.Request) {
+	pos, _, ok := ledgerQuerySize(w, r, "position", true)
+	if !ok {
+		return
+	}
+	size, given, ok := ledgerQuerySize(w, r, "size", false)
+	if !ok {
+		return
+	}
+	if given && pos > size {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "position", Detail: fmt.Sprintf("position: %d is beyond size (%d)", pos, size)})
+		return
+	}
+	if size, ok = s.ledgerTreeSize(w, r, "size", size, given); !ok {
+		return
+	}
+	if pos > size {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "position",
+			Detail: fmt.Sprintf("position: %d is beyond the latest checkpoint's size (%d)", pos, size)})
+		return
+	}
+	recs, err := s.cfg.Ledger.ReadAll(r.Context(), pos, 1)
+	if err == nil && (len(recs) == 0 || recs[0].Position != pos) {
+		err = fmt.Errorf("api: the log has no event at position %d below its size %d", pos, size)
+	}
+	if err != nil {
+		s.fail(w, r, ledgerErr(err))
+		return
+	}
+	proof, err := merkle.InclusionProof(r.Context(), s.cfg.Ledger, size, pos-1)
+	if err != nil {
+		s.fail(w, r, ledgerErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, LedgerInclusionProof{Position: pos, Size: size, LeafIndex: pos - 1, EventHash: recs[0].Hash.String(), Proof: ledgerHexes(proof)})
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -178,4 +179,190 @@ func TestLedgerStatus(t *testing.T) {
 
 	h.get("/v1/ledger/status", "").expectProblem(t, 401, "unauthenticated")
 	h.do(call{method: "GET", path: "/v1/ledger/status?min_position=x", cred: h.Eve, invalid: true}).expectProblem(t, 400, "invalid_request")
+}
+
+// The checkpoints' verifier key, as text and as JSON; 404 when the server
+// has none.
+func TestLedgerKey(t *testing.T) {
+	h := newHarness(t)
+	h.get("/v1/ledger/key", h.Eve).expectProblem(t, 404, "not_found")
+
+	skey, vkey, err := checkpoint.GenerateKey("stele.test/ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := must(checkpoint.NewSigner(skey))
+	h = newHarness(t, func(c *api.Config) { c.CheckpointKey = signer.Verifier() })
+	for _, accept := range []string{"", "text/plain", "*/*"} {
+		r := h.do(call{method: "GET", path: "/v1/ledger/key", cred: h.Olga, header: map[string]string{"Accept": accept}}).expect(t, 200)
+		if !strings.HasPrefix(r.header.Get("Content-Type"), "text/plain") || string(r.body) != vkey {
+			t.Fatalf("Accept %q: %s %q, want %q", accept, r.header.Get("Content-Type"), r.body, vkey)
+		}
+		// It verifies the server's checkpoints.
+		v := must(checkpoint.NewVerifier(string(r.body)))
+		must(h.App.CreateProject(ctx, audAda, "acme", "p-"+strconv.Itoa(len(accept)), "P"))
+		cp := must((&checkpoint.Checkpointer{Store: h.Store, Signer: signer}).Checkpoint(ctx))
+		if size, _, err := v.Open(must(h.Store.LatestCheckpoint(ctx)).Note); err != nil || size != cp.Size {
+			t.Fatalf("the served key does not verify the checkpoint: %v", err)
+		}
+	}
+	var got api.LedgerKey
+	h.do(call{method: "GET", path: "/v1/ledger/key", cred: h.Eve, header: map[string]string{"Accept": "application/json"}}).expect(t, 200).decode(t, &got)
+	if got.Origin != "stele.test/ledger" || got.Key != vkey {
+		t.Fatalf("key %+v, want %q", got, vkey)
+	}
+	h.do(call{method: "GET", path: "/v1/ledger/key", cred: h.Eve, header: map[string]string{"Accept": "application/xml"}}).expectProblem(t, 406, "not_acceptable")
+	h.get("/v1/ledger/key", "").expectProblem(t, 401, "unauthenticated")
+}
+
+// ledgerHashes parses a proof's hex hashes.
+func ledgerHashes(t *testing.T, hs []string) []eventstore.Hash {
+	t.Helper()
+	out := make([]eventstore.Hash, len(hs))
+	for i, s := range hs {
+		out[i] = must(eventstore.ParseHash(s))
+	}
+	return out
+}
+
+// Consistency and inclusion proofs verify against the roots of signed
+// checkpoints, as a client that remembers the log's state checks them.
+func TestLedgerProofs(t *testing.T) {
+	skey, vkey, err := checkpoint.GenerateKey("stele.test/ledger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := must(checkpoint.NewSigner(skey))
+	verifier := must(checkpoint.NewVerifier(vkey))
+	h := newHarness(t, func(c *api.Config) { c.CheckpointKey = signer.Verifier() })
+	// Before any checkpoint there is no default size.
+	h.get("/v1/ledger/proof/consistency?from=1", h.Eve).expectProblem(t, 404, "not_found")
+	h.get("/v1/ledger/proof/inclusion?position=1", h.Eve).expectProblem(t, 404, "not_found")
+
+	sign := func() (uint64, eventstore.Hash) {
+		t.Helper()
+		must((&checkpoint.Checkpointer{Store: h.Store, Signer: signer}).Checkpoint(ctx))
+		note := must(h.Store.LatestCheckpoint(ctx)).Note
+		size, root, err := verifier.Open(note)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return size, root
+	}
+	must(h.App.CreateProject(ctx, audAda, "acme", "web", "Web"))
+	oldSize, oldRoot := sign()
+	for _, p := range []string{"api", "ops", "data"} {
+		must(h.App.CreateProject(ctx, audAda, "acme", p, p))
+	}
+	newSize, newRoot := sign()
+	must(h.App.CreateProject(ctx, audAda, "acme", "later", "Later")) // the head is past the latest checkpoint
+	head := must(h.Store.Head(ctx)).Position
+	if !(oldSize < newSize && newSize < head) {
+		t.Fatalf("sizes %d %d %d", oldSize, newSize, head)
+	}
+
+	// Consistency, from every size up to the old checkpoint's, to the new
+	// one (by default) and to itself.
+	for from := uint64(1); from <= oldSize; from++ {
+		var pr api.LedgerConsistencyProof
+		h.get(fmt.Sprintf("/v1/ledger/proof/consistency?from=%d", from), h.Olga).expect(t, 200).decode(t, &pr)
+		if pr.From != from || pr.To != newSize {
+			t.Fatalf("proof %+v, want from %d to %d", pr, from, newSize)
+		}
+		fromRoot := must(merkle.Root(ctx, h.Store, from))
+		if from == oldSize && fromRoot != oldRoot {
+			t.Fatal("the store's root differs from the signed one")
+		}
+		if err := merkle.VerifyConsistency(ledgerHashes(t, pr.Proof), newSize, newRoot, from, fromRoot); err != nil {
+			t.Fatalf("consistency %d → %d: %v", from, newSize, err)
+		}
+	}
+	var pr api.LedgerConsistencyProof
+	h.get(fmt.Sprintf("/v1/ledger/proof/consistency?from=%d&to=%d", oldSize, newSize), h.Eve).expect(t, 200).decode(t, &pr)
+	proof := ledgerHashes(t, pr.Proof)
+	if err := merkle.VerifyConsistency(proof, newSize, newRoot, oldSize, oldRoot); err != nil {
+		t.Fatal(err)
+	}
+	// A proof checks something: another root, or a changed hash, fails.
+	if err := merkle.VerifyConsistency(proof, newSize, oldRoot, oldSize, oldRoot); err == nil {
+		t.Fatal("the proof verifies against a wrong root")
+	}
+	if len(proof) > 0 {
+		proof[0][0] ^= 1
+		if err := merkle.VerifyConsistency(proof, newSize, newRoot, oldSize, oldRoot); err == nil {
+			t.Fatal("a changed proof verifies")
+		}
+	}
+	h.get(fmt.Sprintf("/v1/ledger/proof/consistency?from=%d&to=%d", newSize, newSize), h.Eve).expect(t, 200).decode(t, &pr)
+	if len(pr.Proof) != 0 || pr.From != newSize || pr.To != newSize {
+		t.Fatalf("a proof from a size to itself: %+v", pr)
+	}
+	// To the head, beyond any checkpoint.
+	h.get(fmt.Sprintf("/v1/ledger/proof/consistency?from=%d&to=%d", newSize, head), h.Eve).expect(t, 200).decode(t, &pr)
+	if err := merkle.VerifyConsistency(ledgerHashes(t, pr.Proof), head, must(merkle.Root(ctx, h.Store, head)), newSize, newRoot); err != nil {
+		t.Fatal(err)
+	}
+
+	// Inclusion of every event of the old checkpoint, in it, and by
+	// default in the latest one; the answer holds the event's hash and
+	// nothing of its content.
+	recs := must(h.Store.ReadAll(ctx, 1, int(newSize)))
+	for _, rec := range recs {
+		p := rec.Position
+		for _, c := range []struct {
+			query string
+			size  uint64
+			root  eventstore.Hash
+		}{{fmt.Sprintf("&size=%d", newSize), newSize, newRoot}, {"", newSize, newRoot}, {fmt.Sprintf("&size=%d", oldSize), oldSize, oldRoot}} {
+			if p > c.size {
+				continue
+			}
+			r := h.get(fmt.Sprintf("/v1/ledger/proof/inclusion?position=%d%s", p, c.query), h.Olga).expect(t, 200)
+			var raw map[string]any
+			r.decode(t, &raw)
+			if len(raw) != 5 {
+				t.Fatalf("the inclusion proof carries more than its fields: %s", r.body)
+			}
+			var ip api.LedgerInclusionProof
+			r.decode(t, &ip)
+			if ip.Position != p || ip.Size != c.size || ip.LeafIndex != p-1 || ip.EventHash != rec.Hash.String() {
+				t.Fatalf("inclusion %+v of %d in %d", ip, p, c.size)
+			}
+			if err := merkle.VerifyInclusion(ledgerHashes(t, ip.Proof), c.size, c.root, p-1, rec.Hash); err != nil {
+				t.Fatalf("inclusion of %d in %d: %v", p, c.size, err)
+			}
+			if err := merkle.VerifyInclusion(ledgerHashes(t, ip.Proof), c.size, c.root, p-1, recs[(int(p)%len(recs))].Hash); err == nil && len(recs) > 1 {
+				t.Fatalf("the proof of %d verifies another event's hash", p)
+			}
+		}
+	}
+
+	// Bad numbers name their field.
+	for _, c := range []struct{ query, field string }{
+		{"consistency", "from"},
+		{"consistency?from=0", "from"},
+		{"consistency?from=x", "from"},
+		{"consistency?from=-1", "from"},
+		{"consistency?from=1&to=0", "to"},
+		{"consistency?from=1&to=1.5", "to"},
+		{fmt.Sprintf("consistency?from=1&to=%d", head+1), "to"},
+		{fmt.Sprintf("consistency?from=%d&to=%d", newSize, oldSize), "from"},
+		{fmt.Sprintf("consistency?from=%d", newSize+1), "from"},
+		{"inclusion", "position"},
+		{"inclusion?position=0", "position"},
+		{"inclusion?position=1&size=x", "size"},
+		{fmt.Sprintf("inclusion?position=1&size=%d", head+1), "size"},
+		{fmt.Sprintf("inclusion?position=%d&size=%d", oldSize+1, oldSize), "position"},
+		{fmt.Sprintf("inclusion?position=%d", newSize+1), "position"},
+	} {
+		r := h.do(call{method: "GET", path: "/v1/ledger/proof/" + c.query, cred: h.Eve, invalid: true})
+		r.expectProblem(t, 400, "invalid_request")
+		var p api.Problem
+		r.decode(t, &p)
+		if p.Field != c.field {
+			t.Errorf("%s: field %q, want %q (%s)", c.query, p.Field, c.field, p.Detail)
+		}
+	}
+	h.get("/v1/ledger/proof/consistency?from=1", "").expectProblem(t, 401, "unauthenticated")
+	h.get("/v1/ledger/proof/inclusion?position=1", "").expectProblem(t, 401, "unauthenticated")
 }

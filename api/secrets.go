@@ -93,6 +93,7 @@ func (s *Server) mountSecrets(r chi.Router) {
 	r.Post(env+"/reveal", s.revealSecrets)
 	r.Post(env+"/import", s.importSecrets)
 	r.Post(env+"/export", s.exportSecrets)
+	r.Get(env+"/changes", s.watchChanges)
 }
 
 // secEnv is the environment a request's path names.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -20,6 +21,7 @@ import (
 
 	"stele.dev/stele/app"
 	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/projections"
 )
 
@@ -37,11 +39,15 @@ type Readiness interface {
 }
 
 // Ledger is what the API reads of the log directly: its head, signed
-// checkpoints, and records by position (for the projections' lag).
+// checkpoints, records by position (for the projections' lag and the
+// change notifications, which also wait on it for new records), and the
+// Merkle tree's stored hashes (for proofs). An eventstore.Store is one.
 type Ledger interface {
 	Head(ctx context.Context) (eventstore.Head, error)
 	ReadAll(ctx context.Context, from uint64, limit int) ([]eventstore.Record, error)
+	Wait(ctx context.Context, position uint64) (eventstore.Head, error)
 	LatestCheckpoint(ctx context.Context) (eventstore.Checkpoint, error)
+	TreeHashes(ctx context.Context, indexes []int64) ([]eventstore.Hash, error)
 }
 
 // Config holds what the server needs. App, Reader, Pool and Ledger are
@@ -85,6 +91,12 @@ type Config struct {
 	// LongPollMax the longest an approval collection waits (default 60s).
 	ReadWait    time.Duration
 	LongPollMax time.Duration
+	// CheckpointKey is the verifier key of the ledger's checkpoint signer,
+	// published at /v1/ledger/key; nil: that endpoint answers 404.
+	CheckpointKey *checkpoint.Verifier
+	// KeepAlive is how often a change stream with nothing to say sends a
+	// comment (default 15s).
+	KeepAlive time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 }
@@ -97,7 +109,11 @@ type Server struct {
 	limiter *limiter
 	metrics *metrics
 	oidc    *oidcProvider
-	handler http.Handler
+	changes *changeHub
+	// shutdownHooks: the http.Servers that end the change streams when
+	// they shut down.
+	shutdownHooks sync.Map
+	handler       http.Handler
 }
 
 // New returns a server for cfg.
@@ -123,6 +139,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.LongPollMax <= 0 {
 		cfg.LongPollMax = 60 * time.Second
 	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
@@ -131,6 +150,25 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now}
 	s.limiter = newLimiter(cfg.RatePerSecond, cfg.RateBurst)
+	if cfg.Ledger != nil {
+		s.changes = newChangeHub(cfg.Ledger, cfg.Logger)
+		hub := s.changes
+		for _, c := range []prometheus.Collector{
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_change_streams", Help: "Open change notification streams."},
+				func() float64 { n, _ := hub.stats(); return float64(n) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_change_tail_running", Help: "1 while the process follows the log for change streams (one reader for all of them)."},
+				func() float64 {
+					if _, on := hub.stats(); on {
+						return 1
+					}
+					return 0
+				}),
+		} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
 	var err error
 	if s.metrics, err = newMetrics(cfg.Registry, cfg.Pool, cfg.Ledger); err != nil {
 		return nil, err
@@ -146,6 +184,16 @@ func New(cfg Config) (*Server, error) {
 
 // Handler returns the server's HTTP handler.
 func (s *Server) Handler() http.Handler { return s.handler }
+
+// Close ends the server's open change streams and refuses new ones. An
+// http.Server that serves the handler calls it by itself when it shuts
+// down (the first change stream registers it with RegisterOnShutdown), so
+// that Shutdown does not wait on streams that never end.
+func (s *Server) Close() {
+	if s.changes != nil {
+		s.changes.close()
+	}
+}
 
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
