@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -18,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"stele.dev/stele/eventstore"
+	"stele.dev/stele/eventstore/checkpoint"
+	"stele.dev/stele/internal/aptget"
 	"stele.dev/stele/internal/pgtest"
 )
 
@@ -599,4 +603,329 @@ func TestCLIRequestRunsCommand(t *testing.T) {
 		t.Fatalf("request --format sh: exit %d, stdout %q", code, p.stdout.all())
 	}
 	oneLineError(t, cs.run(t, nil, "request", "--env", "production", "--keys", "A", "sh"), 2, "after --")
+}
+
+// shellValues are adversarial values from the envfile tests' data (the
+// UTF-8 ones: the server exports text), as secrets V0, V1, …, with the
+// path of a file that no shell may create.
+func shellValues(t *testing.T) (map[string]string, string) {
+	t.Helper()
+	data, err := os.ReadFile("../../internal/envfile/testdata/shell-values.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Values []struct {
+			Value  *string `json:"value"`
+			Repeat int     `json:"repeat"`
+		} `json:"values"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		t.Fatal(err)
+	}
+	pwned := filepath.Join(t.TempDir(), "pwned")
+	out := map[string]string{}
+	for i, v := range doc.Values {
+		if v.Value == nil {
+			continue
+		}
+		s := strings.ReplaceAll(*v.Value, "{{PWNED}}", pwned)
+		if v.Repeat > 1 {
+			s = strings.Repeat(s, v.Repeat)
+		}
+		if len(s) > 64<<10 || strings.ContainsRune(s, 0) {
+			continue
+		}
+		out[fmt.Sprintf("V%d", i)] = s
+	}
+	return out, pwned
+}
+
+// stele export's output, sourced by real bash, dash, zsh and fish,
+// gives back every value byte for byte and runs nothing; dotenv, JSON and
+// YAML exports import back to the same values.
+func TestCLIExportInRealShells(t *testing.T) {
+	cs := newCLIServer(t)
+	values, pwned := shellValues(t)
+	for name, v := range values {
+		cs.set(t, "dev", name, v)
+	}
+	for _, sh := range []struct{ bin, pkg, format, load string }{
+		{"bash", "bash", "sh", `eval "$(cat %s)"`},
+		{"dash", "dash", "sh", ". %s"},
+		{"zsh", "zsh", "sh", ". %s"},
+		{"fish", "fish", "fish", "source %s"},
+	} {
+		t.Run(sh.bin, func(t *testing.T) {
+			path, installed, err := aptget.Find(sh.bin, sh.pkg)
+			if err != nil {
+				t.Skip(err)
+			}
+			if installed {
+				t.Logf("installed %s with apt-get", sh.pkg)
+			}
+			r := cs.run(t, nil, "export", "--format", sh.format)
+			if r.code != 0 {
+				t.Fatalf("export: %+v", r)
+			}
+			noValue(t, r, "$(touch")
+			dir := t.TempDir()
+			file := filepath.Join(dir, "export."+sh.format)
+			os.WriteFile(file, []byte(r.stdout), 0o600)
+			var script strings.Builder
+			fmt.Fprintf(&script, sh.load+"\n", "'"+file+"'")
+			for name := range values {
+				fmt.Fprintf(&script, "printf '%%s' \"$%s\" > '%s'\n", name, filepath.Join(dir, name))
+			}
+			args := []string{"-c", script.String()}
+			if sh.bin == "zsh" {
+				args = append([]string{"-f"}, args...)
+			}
+			if sh.bin == "fish" {
+				args = append([]string{"--no-config"}, args...)
+			}
+			cmd := exec.Command(path, args...)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "LC_ALL=C.UTF-8", "XDG_CONFIG_HOME=" + dir, "XDG_DATA_HOME=" + dir}
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v: %s", sh.bin, err, out)
+			}
+			for name, want := range values {
+				got, err := os.ReadFile(filepath.Join(dir, name))
+				if err != nil || string(got) != want {
+					t.Errorf("%s: %s = %q, want %q (%v)", sh.bin, name, got, want, err)
+				}
+			}
+			if _, err := os.Stat(pwned); err == nil {
+				t.Fatalf("sourcing the export in %s ran a command", sh.bin)
+			}
+		})
+	}
+	// Files: each format imports into another environment and exports
+	// back to the same values.
+	for _, f := range []string{"dotenv", "json", "yaml"} {
+		t.Run(f, func(t *testing.T) {
+			env := "copy-" + f
+			if code, out := apiCall(t, cs.Server, "POST", "/v1/orgs/acme/projects/web/envs", map[string]any{"id": env}); code >= 300 {
+				t.Fatalf("%d %s", code, out)
+			}
+			r := cs.run(t, nil, "export", "--format", f)
+			file := filepath.Join(t.TempDir(), "secrets."+map[string]string{"dotenv": "env", "json": "json", "yaml": "yaml"}[f])
+			os.WriteFile(file, []byte(r.stdout), 0o600)
+			dry := cs.run(t, nil, "import", file, "--env", env, "--dry-run")
+			if dry.code != 0 || !strings.Contains(dry.stdout, fmt.Sprintf("Would be %d created", len(values))) {
+				t.Fatalf("import --dry-run: %+v", dry)
+			}
+			if r := cs.run(t, nil, "export", "--env", env, "--format", "json"); r.stdout != "{}\n" && r.stdout != "{}" {
+				t.Fatalf("the dry run wrote: %q", r.stdout)
+			}
+			if r := cs.run(t, nil, "import", file, "--env", env); r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("%d created", len(values))) {
+				t.Fatalf("import: %+v", r)
+			}
+			r = cs.run(t, nil, "export", "--env", env, "--format", "json")
+			var back map[string]string
+			if err := json.Unmarshal([]byte(r.stdout), &back); err != nil || len(back) != len(values) {
+				t.Fatalf("export after import: %v, %d values", err, len(back))
+			}
+			for name, want := range values {
+				if back[name] != want {
+					t.Errorf("%s: %s came back as %q, want %q", f, name, back[name], want)
+				}
+			}
+		})
+	}
+	// A dotenv import never expands $VAR and reads multiline values,
+	// export prefixes and comments.
+	file := filepath.Join(t.TempDir(), ".env")
+	os.WriteFile(file, []byte("# a comment\nexport PLAIN=pa$HOME\nQUOTED=\"line one\nline two\"\nSINGLE='${X} $(id)' # trailing\n"), 0o600)
+	if r := cs.run(t, nil, "import", file); r.code != 0 {
+		t.Fatalf("import: %+v", r)
+	}
+	for name, want := range map[string]string{"PLAIN": "pa$HOME", "QUOTED": "line one\nline two", "SINGLE": "${X} $(id)"} {
+		if r := cs.run(t, nil, "secrets", "get", name); r.stdout != want {
+			t.Errorf("%s = %q, want %q", name, r.stdout, want)
+		}
+	}
+	os.WriteFile(file, []byte("GOOD=1\nBAD LINE\n"), 0o600)
+	oneLineError(t, cs.run(t, nil, "import", file), 1, "line 2")
+	if r := cs.run(t, nil, "secrets", "get", "GOOD"); r.code == 0 {
+		t.Fatal("a file with a bad line imported its good lines")
+	}
+}
+
+// The remembered ledger state: trusted on first contact, extended by
+// consistency proofs as the log grows, and a loud refusal (exit 3) of a
+// server whose log does not extend it.
+func TestCLIRemembersTheLedger(t *testing.T) {
+	cs := newCLIServer(t)
+	r := cs.run(t, nil, "secrets", "list")
+	if r.code != 0 || !strings.Contains(r.stderr, "first contact with "+cs.url) {
+		t.Fatalf("first contact: %+v", r)
+	}
+	stateDir := filepath.Join(strings.TrimPrefix(cs.env[2], "XDG_CONFIG_HOME="), "stele", "ledgers")
+	files, _ := filepath.Glob(filepath.Join(stateDir, "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files: %v", files)
+	}
+	var st struct {
+		Key  string `json:"key"`
+		Size uint64 `json:"size"`
+	}
+	read := func() {
+		b, _ := os.ReadFile(files[0])
+		json.Unmarshal(b, &st)
+	}
+	read()
+	first := st.Size
+	if first == 0 || st.Key != cs.Signer.Verifier().String() {
+		t.Fatalf("remembered %+v", st)
+	}
+	for i := range 5 {
+		cs.set(t, "dev", fmt.Sprintf("K%d", i), "v")
+	}
+	cs.waitCheckpoint(t)
+	if r := cs.run(t, nil, "secrets", "list"); r.code != 0 || strings.Contains(r.stderr, "first contact") {
+		t.Fatalf("second contact: %+v", r)
+	}
+	read()
+	if st.Size <= first {
+		t.Fatalf("the remembered checkpoint did not move: %d -> %d", first, st.Size)
+	}
+	r = cs.run(t, nil, "ledger", "verify")
+	if r.code != 0 || !strings.Contains(r.stdout, "OK") || !strings.Contains(r.stdout, "signed checkpoint") {
+		t.Fatalf("ledger verify: %+v", r)
+	}
+	var rep map[string]any
+	if r := cs.run(t, nil, "ledger", "verify", "--json", "--key", st.Key); r.code != 0 || json.Unmarshal([]byte(r.stdout), &rep) != nil || rep["ok"] != true {
+		t.Fatalf("ledger verify --json: %+v", r)
+	}
+	good, _ := os.ReadFile(files[0])
+
+	// A checkpoint of the same size with another root, signed by the
+	// log's own key: the history was rewritten.
+	forged, err := cs.Signer.Sign(st.Size, eventstoreHash(0x42))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	json.Unmarshal(good, &doc)
+	doc["checkpoint"] = string(forged)
+	b, _ := json.Marshal(doc)
+	os.WriteFile(files[0], b, 0o600)
+	r = cs.run(t, nil, "secrets", "list")
+	oneLineError(t, r, exitTampered, "LEDGER CHECK FAILED")
+	if r.stdout != "" {
+		t.Fatalf("a refused server's answer was printed: %q", r.stdout)
+	}
+	oneLineError(t, cs.run(t, nil, "ledger", "verify"), exitTampered, "different roots")
+	// --no-verify-log goes on regardless; ledger forget starts afresh.
+	if r := cs.run(t, nil, "secrets", "list", "--no-verify-log"); r.code != 0 {
+		t.Fatalf("--no-verify-log: %+v", r)
+	}
+	if r := cs.run(t, nil, "ledger", "forget"); r.code != 0 {
+		t.Fatalf("forget: %+v", r)
+	}
+	if r := cs.run(t, nil, "secrets", "list"); r.code != 0 || !strings.Contains(r.stderr, "first contact") {
+		t.Fatalf("after forget: %+v", r)
+	}
+	// Another key for the same server is refused.
+	_, other, err := checkpoint.GenerateKey("stele.test/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc["key"] = other
+	delete(doc, "checkpoint")
+	delete(doc, "size")
+	b, _ = json.Marshal(doc)
+	os.WriteFile(files[0], b, 0o600)
+	oneLineError(t, cs.run(t, nil, "whoami"), exitTampered, "LEDGER CHECK FAILED")
+	oneLineError(t, cs.run(t, nil, "ledger", "verify", "--key", st.Key), exitTampered, "trusts")
+}
+
+func eventstoreHash(b byte) (h eventstore.Hash) {
+	for i := range h {
+		h[i] = b
+	}
+	return h
+}
+
+// The commands for the rest of the API: projects, environments,
+// bundles, members, tokens, keys and the audit log, as tables and JSON.
+func TestCLIResources(t *testing.T) {
+	cs := newCLIServer(t)
+	steps := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"projects", "create", "api", "--name", "The API"}, "Created project acme/api"},
+		{[]string{"projects", "list"}, "The API"},
+		{[]string{"envs", "create", "staging", "--project", "api"}, "Created environment acme/api/staging"},
+		{[]string{"envs", "list"}, "production"},
+		{[]string{"bundles", "set", "backend", "--keys", "DB_URL!,API_KEY"}, "Bundle backend holds"},
+		{[]string{"bundles", "list"}, "DB_URL!,API_KEY"},
+		{[]string{"members", "grant", "bob@example.com", "--role", "developer", "--project", "web"}, "bob@example.com is developer in web"},
+		{[]string{"members", "list"}, "bob@example.com"},
+		{[]string{"members", "revoke", "bob@example.com", "--project", "web"}, "Revoked"},
+		{[]string{"keys", "status"}, "primary"},
+		{[]string{"keys", "rotate", "acme/web/dev"}, "primary"},
+		{[]string{"tokens", "list"}, "bootstrap"},
+		{[]string{"audit", "log", "--action", "keyset.*"}, "keyset."},
+		{[]string{"bundles", "delete", "backend"}, "Deleted bundle backend"},
+	}
+	for _, s := range steps {
+		r := cs.run(t, nil, s.args...)
+		if r.code != 0 || !strings.Contains(r.stdout, s.want) {
+			t.Fatalf("%v: %+v", s.args, r)
+		}
+	}
+	// A token: its secret once, on standard output; it works, then is
+	// revoked.
+	cs.set(t, "dev", "API_KEY", "for-the-ci")
+	r := cs.run(t, nil, "tokens", "create", "ci", "--role", "developer", "--project", "web", "--envs", "dev", "--ttl", "1h")
+	tok := strings.TrimSpace(r.stdout)
+	if r.code != 0 || !strings.HasPrefix(tok, "stele_tok_acme.") || !strings.Contains(r.stderr, "shown only now") {
+		t.Fatalf("tokens create: %+v", r)
+	}
+	if r := cs.run(t, []string{"STELE_TOKEN=" + tok}, "run", "--", "sh", "-c", `printf %s "$API_KEY"`); r.stdout != "for-the-ci" {
+		t.Fatalf("the new token: %+v", r)
+	}
+	oneLineError(t, cs.run(t, []string{"STELE_TOKEN=" + tok}, "secrets", "list", "--env", "production"), 1, "not_found")
+	var list struct {
+		Items []struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"items"`
+	}
+	r = cs.run(t, nil, "tokens", "list", "--json")
+	if json.Unmarshal([]byte(r.stdout), &list) != nil {
+		t.Fatalf("tokens list --json: %+v", r)
+	}
+	var id string
+	for _, it := range list.Items {
+		if it.Name == "ci" {
+			id = it.ID
+		}
+	}
+	if r := cs.run(t, nil, "tokens", "revoke", id, "--reason", "rotated"); r.code != 0 {
+		t.Fatalf("revoke: %+v", r)
+	}
+	oneLineError(t, cs.run(t, []string{"STELE_TOKEN=" + tok}, "secrets", "list"), exitAuth, "STELE_TOKEN")
+	// JSON for scripts.
+	var envs struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	if r := cs.run(t, nil, "envs", "list", "--json"); json.Unmarshal([]byte(r.stdout), &envs) != nil || len(envs.Items) != 2 {
+		t.Fatalf("envs list --json: %+v", r)
+	}
+	var ks struct {
+		Keys []any `json:"keys"`
+	}
+	if r := cs.run(t, nil, "keys", "status", "--json", "--env", "dev"); json.Unmarshal([]byte(r.stdout), &ks) != nil || len(ks.Keys) != 2 {
+		t.Fatalf("keys status --json: %+v", r)
+	}
+	r = cs.run(t, nil, "audit", "log", "--format", "csv", "--from", "1h")
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "position,") {
+		t.Fatalf("audit log csv: %+v", r)
+	}
 }

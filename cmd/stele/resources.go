@@ -263,6 +263,9 @@ func newBundlesCmd() *cobra.Command {
 			ks = append(ks, map[string]any{"name": name, "required": req})
 		}
 		resp, err := s.call(c.Context(), cli.Call{Method: http.MethodPut, Path: p + "/" + url.PathEscape(args[0]), JSON: map[string]any{"keys": ks}}, nil)
+		if cli.IsCode(err, "not_found") { // a new bundle
+			resp, err = s.call(c.Context(), cli.Call{Method: http.MethodPost, Path: p, JSON: map[string]any{"id": args[0], "keys": ks}}, nil)
+		}
 		if err != nil {
 			return err
 		}

@@ -162,7 +162,8 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	apiCfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Ready: s, Logger: logger,
 		History:   &projections.History{Pool: pool, Store: store},
 		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
-		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond)}
+		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond),
+		CheckpointKey: signer.Verifier()}
 	if cfg.API.OIDCIssuer != "" {
 		apiCfg.OIDC = &api.OIDCConfig{Issuer: cfg.API.OIDCIssuer, ClientID: cfg.API.OIDCClientID, ClientSecret: cfg.API.OIDCClientSecret,
 			SessionTTL: cfg.API.OIDCSessionTTL, NoEmailVerifiedClaim: cfg.API.OIDCNoEmailVerified}
