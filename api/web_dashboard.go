@@ -158,7 +158,8 @@ type dashLedger struct {
 
 func (s *Server) dashboardPage(w http.ResponseWriter, r *http.Request) {
 	org := chi.URLParam(r, "org")
-	if _, ok := s.orgScope(w, r, org); !ok {
+	// Every chart's read model, for a dashboard that shows a write just made.
+	if _, ok := s.orgScope(w, r, org); !ok || !s.awaitPosition(w, r, "audit", "access", "secrets", "keys", "approvals", "directory", "ledger") {
 		return
 	}
 	id, _ := identity(r)
@@ -594,7 +595,7 @@ func auditLocalTime(t time.Time) string {
 
 func (s *Server) auditWebPage(w http.ResponseWriter, r *http.Request) {
 	org := chi.URLParam(r, "org")
-	if _, ok := s.authorize(w, r, org, "", "", domain.PermReadAudit); !ok {
+	if _, ok := s.authorize(w, r, org, "", "", domain.PermReadAudit); !ok || !s.awaitPosition(w, r, "audit", "access") {
 		return
 	}
 	in := r.URL.Query()

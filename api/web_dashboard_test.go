@@ -605,3 +605,20 @@ func TestApprovalsPage(t *testing.T) {
 		t.Fatal("a viewer sees the requests")
 	}
 }
+
+// The pages that draw on read models wait for a min_position the way the
+// API does, and say "not yet" when the read models do not reach it: so a
+// page opened right after a write shows it.
+func TestPagesHonourMinPosition(t *testing.T) {
+	h := newHarness(t, func(c *api.Config) { c.DevSignIn = true; c.ReadWait = 200 * time.Millisecond })
+	dashFixture(t, h)
+	b := signedInBrowser(t, h, "ada@example.com")
+	future := strconv.FormatUint(dashCaughtUp(t, h)+1000, 10)
+	for _, path := range []string{"/orgs/acme", "/orgs/acme/audit", "/orgs/acme/approvals", "/orgs/acme/projects/web", "/orgs/acme/members"} {
+		r := b.get(path + "?min_position=" + future)
+		if r.status != 503 || !strings.Contains(string(r.body), "not_yet") {
+			t.Errorf("%s with a future min_position: %d %.200s", path, r.status, r.body)
+		}
+		b.get(path + "?min_position=1").page(t, 200)
+	}
+}
