@@ -619,6 +619,6 @@ func TestPagesHonourMinPosition(t *testing.T) {
 		if r.status != 503 || !strings.Contains(string(r.body), "not_yet") {
 			t.Errorf("%s with a future min_position: %d %.200s", path, r.status, r.body)
 		}
-		b.get(path + "?min_position=1").page(t, 200)
+		b.get(path+"?min_position=1").page(t, 200)
 	}
 }
