@@ -283,6 +283,18 @@ func TestIdempotencyKeys(t *testing.T) {
 	if !again.Replayed || again.Version != 2 || again.Position != first.Position {
 		t.Fatalf("retried check-and-set = %+v", again)
 	}
+	// The same key for the same command with another value, or other
+	// metadata, is refused and writes nothing.
+	head2 := ok(f.store.Head(ctx))
+	if _, err := f.svc.SetSecret(ctx, req, dbURL, app.SetSecret{Value: []byte("v1-changed")}); !errors.Is(err, app.ErrIdempotencyKeyReused) {
+		t.Fatalf("a key reused with another value: %v", err)
+	}
+	if _, err := f.svc.SetSecret(ctx, req, dbURL, app.SetSecret{Value: []byte("v1"), Metadata: domain.SecretMetadata{Description: "other"}}); !errors.Is(err, app.ErrIdempotencyKeyReused) {
+		t.Fatalf("a key reused with other metadata: %v", err)
+	}
+	if h := ok(f.store.Head(ctx)); h.Position != head2.Position {
+		t.Fatalf("a refused reuse appended: head %d → %d", head2.Position, h.Position)
+	}
 	// The same key for another command is refused.
 	if _, err := f.svc.DeleteSecret(ctx, req, dbURL); !errors.Is(err, app.ErrIdempotencyKeyReused) {
 		t.Fatalf("a key reused for another command: %v", err)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -118,9 +119,14 @@ func (s *Service) view(ctx context.Context, stream string, mk func() aggregate, 
 type command struct {
 	stream string
 	tenant string
-	// name and target identify the command for idempotency: a retry with
-	// the same key must repeat them.
+	// name, target and params identify the command for idempotency: a
+	// retry with the same key must repeat them. secret is a part of the
+	// command that must match too but never reach the log, even hashed
+	// (a value): it enters the fingerprint through an HMAC keyed by the
+	// key's seed, which the log does not hold.
 	name, target string
+	params       []byte
+	secret       []byte
 	mk           func() aggregate
 	// decide returns the events to append; it runs again, on fresh state,
 	// after a concurrent write, so anything it seals it seals afresh.
@@ -137,7 +143,7 @@ const maxAttempts = 10
 func (s *Service) execute(ctx context.Context, req Request, c command) (Result, []domain.Event, error) {
 	var idem *idempotency
 	if req.IdempotencyKey != "" {
-		idem = newIdempotency(c.tenant, req, c.name, c.target)
+		idem = newIdempotency(c.tenant, req, c.name, c.target, c.params, c.secret)
 		if res, evs, found, err := s.replay(ctx, idem); found || err != nil {
 			return res, evs, err
 		}
@@ -248,7 +254,7 @@ type idempotency struct {
 	fingerprint string
 }
 
-func newIdempotency(tenant string, req Request, name, target string) *idempotency {
+func newIdempotency(tenant string, req Request, name, target string, params, secret []byte) *idempotency {
 	h := sha256.New()
 	for _, s := range []string{"stele/idempotency/v1", tenant, req.Actor.String(), req.IdempotencyKey} {
 		h.Write([]byte(s))
@@ -256,8 +262,21 @@ func newIdempotency(tenant string, req Request, name, target string) *idempotenc
 	}
 	var seed [32]byte
 	h.Sum(seed[:0])
-	fp := sha256.Sum256([]byte(name + "\x00" + target))
-	return &idempotency{seed: seed, fingerprint: hex.EncodeToString(fp[:8])}
+	// The fingerprint is stored (in the causation id of the events); what
+	// a log reader could learn from it must not include a secret value,
+	// so the value is mixed in as an HMAC under the whole seed, whose
+	// source (the client's key) is never stored.
+	fp := sha256.New()
+	fp.Write([]byte(name + "\x00" + target + "\x00"))
+	fp.Write(params)
+	if secret != nil {
+		mac := hmac.New(sha256.New, seed[:])
+		mac.Write(secret)
+		fp.Write([]byte{0})
+		fp.Write(mac.Sum(nil))
+	}
+	sum := fp.Sum(nil)
+	return &idempotency{seed: seed, fingerprint: hex.EncodeToString(sum[:8])}
 }
 
 // id returns the id of the command's i-th event: a UUID version 8 made

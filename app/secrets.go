@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -66,7 +67,7 @@ func (s *Service) SetSecret(ctx context.Context, req Request, ref domain.SecretR
 		return Result{}, err
 	}
 	res, evs, err := s.execute(ctx, req, command{
-		stream: ref.Stream(), tenant: ref.Org, name: setName(in), target: ref.Stream(), mk: newSecretAgg,
+		stream: ref.Stream(), tenant: ref.Org, name: setName(in), target: ref.Stream(), params: setParams(in), secret: in.Value, mk: newSecretAgg,
 		decide: func(a aggregate) ([]domain.Event, error) {
 			sec := a.(*domain.Secret)
 			if in.CreateOnly && sec.Exists() {
@@ -109,6 +110,13 @@ func setName(in SetSecret) string {
 		return "create secret"
 	}
 	return "set secret " + strconv.FormatUint(in.IfVersion, 10)
+}
+
+// setParams are the parts of a set other than the value that a retry
+// with the same idempotency key must repeat.
+func setParams(in SetSecret) []byte {
+	b, _ := json.Marshal(in.Metadata)
+	return b
 }
 
 // heal reseals a value just written if the key that sealed it stopped
