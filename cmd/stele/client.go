@@ -173,6 +173,15 @@ func (f *clientFlags) dial(cmd *cobra.Command) (*session, error) {
 	return s, nil
 }
 
+// checkLogAsync starts checkLog and returns a function that waits for
+// its outcome: a command reads what it needs meanwhile, and uses it only
+// once the ledger is found sound.
+func (s *session) checkLogAsync(ctx context.Context) func() error {
+	done := make(chan error, 1)
+	go func() { done <- s.checkLog(ctx) }()
+	return func() error { return <-done }
+}
+
 // checkLog checks the server's ledger against what this client remembers
 // of it (see cli.Client.CheckLog).
 func (s *session) checkLog(ctx context.Context) error {

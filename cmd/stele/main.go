@@ -87,7 +87,7 @@ event in that ledger.`,
 		newLedgerCmd(),
 		newKeysCmd(),
 		newProjectionsCmd(),
-		newBenchCmd(),
+		withSub(newBenchCmd(), newBenchCLICmd()),
 		newDevDBCmd(),
 		newVersionCmd(),
 		newHealthcheckCmd(),
@@ -116,6 +116,12 @@ event in that ledger.`,
 	}
 	wrap(root)
 	return root
+}
+
+// withSub adds subcommands to cmd and returns it.
+func withSub(cmd *cobra.Command, subs ...*cobra.Command) *cobra.Command {
+	cmd.AddCommand(subs...)
+	return cmd
 }
 
 // wrapArgs turns argument validation failures into usage errors.

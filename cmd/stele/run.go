@@ -197,7 +197,7 @@ stele reads the new values, stops COMMAND (SIGTERM, then SIGKILL after
 			if err := rf.check(); err != nil {
 				return err
 			}
-			s, err := cf.connect(c)
+			s, err := cf.dial(c)
 			if err != nil {
 				return err
 			}
@@ -209,7 +209,12 @@ stele reads the new values, stops COMMAND (SIGTERM, then SIGKILL after
 				return err
 			}
 			ctx := c.Context()
+			checked := s.checkLogAsync(ctx)
 			f, err := s.fetch(ctx, env, p, "cli-run", reason)
+			if cerr := checked(); cerr != nil {
+				clear(f.values)
+				return cerr
+			}
 			if err != nil {
 				return err
 			}
@@ -341,7 +346,7 @@ the ledger (channel export).`,
 			if err := p.check(); err != nil {
 				return err
 			}
-			s, err := cf.connect(c)
+			s, err := cf.dial(c)
 			if err != nil {
 				return err
 			}
@@ -352,7 +357,12 @@ the ledger (channel export).`,
 			if err := s.needAuth(); err != nil {
 				return err
 			}
+			checked := s.checkLogAsync(c.Context())
 			got, err := s.fetch(c.Context(), env, p, "", reason)
+			if cerr := checked(); cerr != nil {
+				clear(got.values)
+				return cerr
+			}
 			if err != nil {
 				return err
 			}
