@@ -384,6 +384,9 @@ func (s *Service) MaintainKeys(ctx context.Context) {
 		return
 	}
 	if err := s.catchUp(ctx); err != nil {
+		if ctx.Err() != nil {
+			return // stopping
+		}
 		s.log.Warn("key maintenance waits for the catalog", "err", err)
 		return
 	}

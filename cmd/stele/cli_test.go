@@ -292,11 +292,13 @@ type lineReader struct {
 	mu    sync.Mutex
 	lines []string
 	more  chan struct{}
+	eof   chan struct{} // closed once the pipe is read to its end
 }
 
 func newLineReader(r io.Reader) *lineReader {
-	lr := &lineReader{more: make(chan struct{}, 1)}
+	lr := &lineReader{more: make(chan struct{}, 1), eof: make(chan struct{})}
 	go func() {
+		defer close(lr.eof)
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			lr.mu.Lock()
@@ -362,6 +364,9 @@ func (cs *cliServer) start(t *testing.T, extra []string, args ...string) *starte
 	}
 	p := &started{cmd: cmd, stdout: newLineReader(out), stderr: newLineReader(errp), done: make(chan struct{})}
 	go func() {
+		// Read the pipes to their end before Wait closes them.
+		<-p.stdout.eof
+		<-p.stderr.eof
 		err := cmd.Wait()
 		if ee, ok := err.(*exec.ExitError); ok {
 			p.code = ee.ExitCode()

@@ -231,7 +231,9 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	go func() {
 		defer s.wg.Done()
 		if n, err := svc.CleanKeyMaterial(bg); err != nil {
-			logger.Error("cleaning key material", "err", err)
+			if bg.Err() == nil { // not a server stopping as it started
+				logger.Error("cleaning key material", "err", err)
+			}
 		} else if n > 0 {
 			logger.Info("erased key material no longer named by the ledger", "versions", n)
 		}
