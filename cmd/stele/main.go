@@ -75,7 +75,13 @@ func newRootCmd() *cobra.Command {
 		Short: "Stele: an event-sourced secrets ledger",
 		Long: `Stele keeps application secrets in an append-only, hash-linked,
 provable ledger on PostgreSQL. Every change and every read of a value is an
-event in that ledger.`,
+event in that ledger.
+
+Client commands talk to a server (--server, STELE_ADDR, or the folder's
+.stele.yaml written by 'stele init'), signed in by 'stele login' or
+STELE_TOKEN. Exit status: 0 done, 1 failed, 2 bad usage, 3 the ledger
+failed verification, 4 not signed in or not allowed; 'stele run' passes
+its command's own status through. See docs/cli.md.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -107,6 +113,21 @@ event in that ledger.`,
 		newTokensCmd(),
 		newAuditCmd(),
 	)
+	root.AddGroup(
+		&cobra.Group{ID: "daily", Title: "Every day:"},
+		&cobra.Group{ID: "org", Title: "Organizations, access and audit:"},
+		&cobra.Group{ID: "server", Title: "On the server's host:"},
+	)
+	for _, c := range root.Commands() {
+		switch c.Name() {
+		case "login", "logout", "whoami", "init", "run", "export", "import", "secrets", "request":
+			c.GroupID = "daily"
+		case "projects", "envs", "bundles", "members", "tokens", "keys", "audit", "ledger":
+			c.GroupID = "org"
+		case "server", "migrate", "projections", "bench", "devdb", "healthcheck":
+			c.GroupID = "server"
+		}
+	}
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {

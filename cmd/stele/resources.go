@@ -191,7 +191,7 @@ func newEnvsCmd() *cobra.Command {
 }
 
 func newBundlesCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "bundles", Aliases: []string{"bundle"}, Short: "List, show, set and delete a project's bundles (named sets of keys)"}
+	cmd := &cobra.Command{Use: "bundles", Aliases: []string{"bundle"}, Short: "List, set and delete a project's bundles (named sets of keys)"}
 	bundlesPath := func(s *session) (string, error) {
 		org, project, err := s.project()
 		if err != nil {
