@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spf13/cobra"
+
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/internal/aptget"
@@ -932,5 +934,31 @@ func TestCLIResources(t *testing.T) {
 	r = cs.run(t, nil, "audit", "log", "--format", "csv", "--from", "1h")
 	if r.code != 0 || !strings.HasPrefix(r.stdout, "position,") {
 		t.Fatalf("audit log csv: %+v", r)
+	}
+}
+
+// Every client command's --help shows an example.
+func TestClientCommandsHaveExamples(t *testing.T) {
+	root := newRootCmd()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Runnable() && c.Example == "" {
+			t.Errorf("%s has no example", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	for _, c := range root.Commands() {
+		switch {
+		case c.GroupID == "daily", c.GroupID == "org" && c.Name() != "ledger":
+			walk(c)
+		case c.Name() == "ledger":
+			for _, sub := range c.Commands() {
+				if sub.Name() == "verify" || sub.Name() == "forget" {
+					walk(sub)
+				}
+			}
+		}
 	}
 }

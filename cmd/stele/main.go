@@ -128,6 +128,7 @@ its command's own status through. See docs/cli.md.`,
 			c.GroupID = "server"
 		}
 	}
+	addExamples(root)
 	var wrap func(*cobra.Command)
 	wrap = func(c *cobra.Command) {
 		for _, sub := range c.Commands() {
