@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	"github.com/spf13/cobra"
 
 	"stele.dev/stele/eventstore"
@@ -961,4 +962,77 @@ func TestClientCommandsHaveExamples(t *testing.T) {
 			}
 		}
 	}
+}
+
+// On a terminal: secrets set prompts for the value without echoing it;
+// request shows a QR code and counts down to the expiry.
+func TestCLIOnATerminal(t *testing.T) {
+	cs := newCLIServer(t)
+	startTTY := func(args ...string) (*exec.Cmd, *os.File, *syncBuffer) {
+		cmd := exec.Command(steleBin, args...)
+		cmd.Env = mergeEnv(cs.env, []string{"TERM=xterm"})
+		cmd.Dir = cs.dir
+		tty, err := pty.Start(cmd)
+		if err != nil {
+			t.Skipf("no pseudo-terminal here: %v", err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); tty.Close() })
+		out := &syncBuffer{}
+		go io.Copy(out, tty)
+		return cmd, tty, out
+	}
+	waitOut := func(out *syncBuffer, want string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the terminal never showed %q: %q", want, out.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	const value = "hunter2-typed-at-a-tty"
+	cmd, tty, out := startTTY("secrets", "set", "TYPED")
+	waitOut(out, "(not shown): ")
+	tty.Write([]byte(value + "\r"))
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("secrets set: %v; terminal: %q", err, out.String())
+	}
+	waitOut(out, "TYPED is at version 1.")
+	if strings.Contains(out.String(), value) {
+		t.Fatalf("the value was echoed: %q", out.String())
+	}
+	if r := cs.run(t, nil, "secrets", "get", "TYPED"); r.stdout != value {
+		t.Fatalf("get: %+v", r)
+	}
+
+	cs.set(t, "production", "API_KEY", "sk")
+	cmd, _, out = startTTY("request", "--env", "production", "--keys", "API_KEY", "--ttl", "5m")
+	waitOut(out, "left")
+	screen := out.String()
+	if !strings.Contains(screen, "▀") && !strings.Contains(screen, "█") {
+		t.Fatalf("no QR code on the terminal: %q", screen)
+	}
+	if !regexp.MustCompile(`Waiting… [45]:\d\d left`).MatchString(screen) {
+		t.Fatalf("no countdown: %q", screen)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// syncBuffer is a buffer one goroutine fills while another reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -34,6 +34,8 @@ var examples = map[string]string{
 	"keys disable":     "  stele keys status --env production\n  stele keys disable 1234567 --env production",
 	"keys enable":      "  stele keys enable 1234567 --env production",
 	"keys destroy":     "  stele keys destroy 1234567 --env production",
+	"keys reseal":      "  stele keys reseal acme/web/production --database-url \"$DATABASE_URL\"",
+	"keys rewrap":      "  stele keys rewrap acme/web/production --database-url \"$DATABASE_URL\" --kek-uri aws-kms://arn:aws:kms:…",
 	"ledger forget":    "  stele ledger forget --server https://stele.example.com",
 }
 
