@@ -590,6 +590,8 @@ func newAuditCmd() *cobra.Command {
 	log.Example = `  stele audit log --action secret.viewed --env production --from 720h
   stele audit log --secret DB_URL --format csv --all > reads.csv`
 	cmd.AddCommand(log)
+	cmd.AddCommand(auditEvidenceCmds()...)
+	cmd.AddCommand(auditHistoryCmds()...)
 	return cmd
 }
 
