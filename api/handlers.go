@@ -75,7 +75,10 @@ func wrote(w http.ResponseWriter, status int, res app.Result, body any) {
 
 // awaitPosition serves read-your-writes: when the request names a
 // min_position, it waits (at most ReadWait) until the read models named
-// (all when none) have applied it. On failure it answers and returns
+// (all when none) have applied it. Whether or not it names one, a read
+// that depends on a halted read model is refused (503
+// projection_halted): the read fails closed rather than serve tables
+// that stopped following the log. On failure it answers and returns
 // false.
 func (s *Server) awaitPosition(w http.ResponseWriter, r *http.Request, names ...string) bool {
 	v := r.URL.Query().Get("min_position")
@@ -83,6 +86,12 @@ func (s *Server) awaitPosition(w http.ResponseWriter, r *http.Request, names ...
 		v = r.Header.Get("X-Stele-Min-Position")
 	}
 	if v == "" {
+		if s.cfg.Reader != nil {
+			if err := s.cfg.Reader.CheckHalted(r.Context(), names...); err != nil {
+				s.fail(w, r, err)
+				return false
+			}
+		}
 		return true
 	}
 	pos, err := strconv.ParseUint(v, 10, 64)

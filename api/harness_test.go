@@ -197,6 +197,11 @@ type harness struct {
 	Logs   *syncBuffer
 	client *http.Client
 
+	// Projector keeps the read models; StopProjector and StartProjector
+	// pause and resume it.
+	Projector   *projections.Projector
+	stopProject func()
+
 	// Owner is the bootstrap owner token of acme; Ada (owner), Bob
 	// (developer) and Eve (viewer) are people of acme, signed in with
 	// session credentials; Olga owns globex, another tenant.
@@ -240,13 +245,12 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	bg, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() { defer wg.Done(); cat.Run(bg, store) }()
 	proj := projections.New(projections.Config{Pool: pool, Store: store, Logger: logger}, projections.All()...)
 	if _, err := proj.Setup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	go func() { defer wg.Done(); proj.Run(bg) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
 	cfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Logger: logger, Secure: true,
@@ -260,7 +264,9 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	srv := httptest.NewTLSServer(server.Handler())
 	t.Cleanup(srv.Close)
-	h := &harness{t: t, URL: srv.URL, srv: srv, API: server, App: svc, Store: store, Pool: pool, Reader: cfg.Reader, Logs: logs}
+	h := &harness{t: t, URL: srv.URL, srv: srv, API: server, App: svc, Store: store, Pool: pool, Reader: cfg.Reader, Logs: logs, Projector: proj}
+	h.StartProjector()
+	t.Cleanup(h.StopProjector)
 	t.Cleanup(func() { // on failure, show what the server logged as a warning or worse
 		if t.Failed() {
 			for _, line := range strings.Split(logs.String(), "\n") {
@@ -284,6 +290,23 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	must(svc.CreateOrganization(ctx, olga, "globex", "Globex"))
 	h.Ada, h.Bob, h.Eve, h.Olga = h.signIn("ada@example.com"), h.signIn("bob@example.com"), h.signIn("eve@example.com"), h.signIn("olga@example.com")
 	return h
+}
+
+// StartProjector runs the projector (newHarness starts it).
+func (h *harness) StartProjector() {
+	c, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); h.Projector.Run(c) }()
+	h.stopProject = func() { cancel(); <-done }
+}
+
+// StopProjector stops the projector until StartProjector: the read models
+// stay where they are while the log grows.
+func (h *harness) StopProjector() {
+	if h.stopProject != nil {
+		h.stopProject()
+		h.stopProject = nil
+	}
 }
 
 // signIn starts a (development) session for a person and returns its

@@ -140,8 +140,19 @@ func (s *Server) problemOf(w http.ResponseWriter, r *http.Request, err error) (p
 		retryAfter(w, 1)
 		p = Problem{Status: http.StatusServiceUnavailable, Code: "not_yet", Detail: "the read models have not reached the requested position yet; try again"}
 	case errors.Is(err, projections.ErrHalted):
-		s.log.Error("read model halted", "err", err, "request_id", middleware.GetReqID(r.Context()))
-		p = Problem{Status: http.StatusServiceUnavailable, Code: "projection_halted", Detail: "a read model stopped on an integrity failure of the log; an operator must look at it"}
+		// The projector logged the halt at error level and the metric
+		// stele_projection_halted alerts; each refused read is a warning.
+		// The reason (positions, hashes) stays in the log.
+		s.log.Warn("read refused: read model halted", "err", err, "request_id", middleware.GetReqID(r.Context()))
+		model := "a read model"
+		var he *projections.HaltedError
+		if errors.As(err, &he) {
+			w.Header().Set("X-Stele-Projection-Halted", he.Projection)
+			model = "the " + he.Projection + " read model"
+		}
+		retryAfter(w, 60)
+		p = Problem{Status: http.StatusServiceUnavailable, Code: "projection_halted",
+			Detail: model + " stopped on an integrity failure of the log and serves nothing until an operator has checked the ledger and rebuilt it"}
 	case errors.Is(err, app.ErrUnavailable):
 		s.log.Error("ledger unavailable", "err", err, "request_id", middleware.GetReqID(r.Context()))
 		retryAfter(w, 5)

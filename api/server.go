@@ -11,6 +11,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -251,7 +252,28 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusServiceUnavailable, "not_ready", "the ledger database is not reachable")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "ledger": st})
+	body := map[string]any{"status": "ready", "ledger": st}
+	if s.cfg.Pool != nil {
+		// A halted read model degrades the server: the reads that depend
+		// on it answer 503 projection_halted, the rest (writes, reveals,
+		// the other read models) keep working. The server stays in
+		// rotation so that clients get that answer rather than none.
+		halted, err := projections.Halted(ctx, s.cfg.Pool)
+		if err != nil {
+			s.log.Warn("not ready", "err", err)
+			problem(w, r, http.StatusServiceUnavailable, "not_ready", "the read models' state cannot be read")
+			return
+		}
+		if len(halted) > 0 {
+			names := make([]string, 0, len(halted))
+			for n := range halted {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			body["status"], body["halted_projections"] = "degraded", names
+		}
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 // errNoReadModels: the server runs without a read-model database.

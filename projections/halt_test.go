@@ -1,6 +1,7 @@
 package projections_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -58,7 +59,34 @@ func TestProjectionHaltsOnABrokenChain(t *testing.T) {
 	if err := e.proj.Rebuild(ctx, "audit"); err == nil {
 		t.Fatal("a rebuild passed over a changed event")
 	}
-	if err := projections.WaitFor(ctx, e.pool, head, 100*time.Millisecond); err == nil {
-		t.Fatal("reads were told the projections caught up")
+	// Reads of a halted projection are refused at once, whatever position
+	// they ask for (none, one it reached, one it never will).
+	for _, p := range []uint64{0, 1, head} {
+		start := time.Now()
+		err := projections.WaitFor(ctx, e.pool, p, 5*time.Second)
+		var he *projections.HaltedError
+		if !errors.As(err, &he) || !errors.Is(err, projections.ErrHalted) || !strings.Contains(he.Reason, "position 12") {
+			t.Fatalf("WaitFor(%d) on halted projections: %v", p, err)
+		}
+		if time.Since(start) > time.Second {
+			t.Fatalf("WaitFor(%d) waited for a halted projection", p)
+		}
+	}
+	r := projections.NewReader(e.pool)
+	if _, err := r.Secrets(ctx, "acme", "web", "production"); !errors.Is(err, projections.ErrHalted) {
+		t.Fatalf("the secrets of a halted read model: %v", err)
+	}
+	if _, _, err := r.AuditFeed(ctx, "acme", projections.AuditFilter{}, 0, 10); !errors.Is(err, projections.ErrHalted) {
+		t.Fatalf("the audit feed of a halted read model: %v", err)
+	}
+	h := projections.History{Pool: e.pool, Store: e.store, Wait: time.Second}
+	if _, err := h.SecretsAt(ctx, "acme", "web", "production", 5); !errors.Is(err, projections.ErrHalted) {
+		t.Fatalf("secrets at 5 from a halted read model: %v", err)
+	}
+	if err := projections.CheckHalted(ctx, e.pool, "secrets"); !errors.Is(err, projections.ErrHalted) {
+		t.Fatalf("CheckHalted: %v", err)
+	}
+	if err := projections.CheckHalted(ctx, e.pool, "directory"); err != nil {
+		t.Fatalf("CheckHalted of a projection that is not halted: %v", err)
 	}
 }

@@ -109,7 +109,8 @@ type SecretAt struct {
 // SecretsAt returns the secrets of an environment as they were at
 // position: those created by then, at the version and with the metadata
 // they had. The secrets projection must have reached position (it names
-// the secrets to replay); otherwise ErrNotYet.
+// the secrets to replay); otherwise ErrNotYet, or a *HaltedError when it
+// is halted.
 func (h History) SecretsAt(ctx context.Context, org, project, env string, position uint64) ([]SecretAt, error) {
 	wait := h.Wait
 	if wait <= 0 {
@@ -270,8 +271,12 @@ type Read struct {
 	Position uint64    `json:"position"`
 }
 
-// WhoRead lists the reads of a secret's value recorded in [from, to).
+// WhoRead lists the reads of a secret's value recorded in [from, to),
+// from the access read model (a *HaltedError when it is halted).
 func (h History) WhoRead(ctx context.Context, ref domain.SecretRef, from, to time.Time) ([]Read, error) {
+	if err := CheckHalted(ctx, h.Pool, Access{}.Name()); err != nil {
+		return nil, err
+	}
 	rows, err := h.Pool.Query(ctx, `SELECT actor, version, channel, reason, recorded_at, position FROM proj_secret_reads
 		WHERE org = $1 AND project = $2 AND env = $3 AND name = $4 AND recorded_at >= $5 AND recorded_at < $6 ORDER BY position`,
 		ref.Org, ref.Project, ref.Env, ref.Name, from, to)

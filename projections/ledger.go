@@ -59,6 +59,9 @@ type LedgerStatus struct {
 // latest full verification.
 func LedgerState(ctx context.Context, pool *pgxpool.Pool) (LedgerStatus, error) {
 	var s LedgerStatus
+	if err := CheckHalted(ctx, pool, Ledger{}.Name()); err != nil {
+		return s, err
+	}
 	var head int64
 	var cp *int64
 	var headAt, cpAt *time.Time

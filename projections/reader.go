@@ -26,12 +26,26 @@ var errNoOrg = errors.New("projections: an organization is required")
 // the approver's access to the request's organization) takes an
 // organization and never returns another organization's rows. No value,
 // sealed or not, ever leaves through a Reader.
+//
+// A read that depends on a halted projection (one the projector stopped
+// on an integrity failure of the log) fails with a *HaltedError rather
+// than serve tables that no longer follow the log.
 type Reader struct {
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	halts *haltCache
 }
 
 // NewReader returns a Reader over the live tables.
-func NewReader(pool *pgxpool.Pool) *Reader { return &Reader{pool: pool} }
+func NewReader(pool *pgxpool.Pool) *Reader {
+	return &Reader{pool: pool, halts: &haltCache{pool: pool}}
+}
+
+// CheckHalted returns a *HaltedError when one of the named projections
+// (any when none is named) is halted. It looks at the projections' state
+// at most every 200 ms and answers from memory in between.
+func (r *Reader) CheckHalted(ctx context.Context, names ...string) error {
+	return r.halts.check(ctx, names...)
+}
 
 // Limits of the listing queries.
 const (
@@ -100,6 +114,9 @@ type Organization struct {
 
 // Organization returns an organization, or ErrNotFound.
 func (r *Reader) Organization(ctx context.Context, org string) (Organization, error) {
+	if err := r.CheckHalted(ctx, Directory{}.Name()); err != nil {
+		return Organization{}, err
+	}
 	if org == "" {
 		return Organization{}, errNoOrg
 	}
@@ -120,6 +137,9 @@ type Project struct {
 
 // Projects returns an organization's projects, by id.
 func (r *Reader) Projects(ctx context.Context, org string) ([]Project, error) {
+	if err := r.CheckHalted(ctx, Directory{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -151,6 +171,9 @@ type Environment struct {
 // Environments returns a project's environments in the order they were
 // created (project "": every project's, by project).
 func (r *Reader) Environments(ctx context.Context, org, project string) ([]Environment, error) {
+	if err := r.CheckHalted(ctx, Directory{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -177,6 +200,9 @@ type Bundle struct {
 // Bundles returns a project's bundles, by id; deleted ones are left out
 // (project "": every project's).
 func (r *Reader) Bundles(ctx context.Context, org, project string) ([]Bundle, error) {
+	if err := r.CheckHalted(ctx, Directory{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -216,6 +242,9 @@ const secretInfoColumns = `org, project, env, name, current_version, key_id, del
 // Secrets returns the secrets of an environment, deleted ones included,
 // by name (project or env "": every project's or environment's).
 func (r *Reader) Secrets(ctx context.Context, org, project, env string) ([]SecretInfo, error) {
+	if err := r.CheckHalted(ctx, Secrets{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -229,6 +258,9 @@ func (r *Reader) Secrets(ctx context.Context, org, project, env string) ([]Secre
 // Secret returns one secret's metadata and current version, deleted or
 // not, or ErrNotFound.
 func (r *Reader) Secret(ctx context.Context, org, project, env, name string) (SecretInfo, error) {
+	if err := r.CheckHalted(ctx, Secrets{}.Name()); err != nil {
+		return SecretInfo{}, err
+	}
 	if org == "" {
 		return SecretInfo{}, errNoOrg
 	}
@@ -250,6 +282,9 @@ type SecretVersion struct {
 // SecretVersions returns a secret's versions, oldest first (none when
 // there is no such secret).
 func (r *Reader) SecretVersions(ctx context.Context, org, project, env, name string) ([]SecretVersion, error) {
+	if err := r.CheckHalted(ctx, Secrets{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -266,6 +301,9 @@ func (r *Reader) SecretVersions(ctx context.Context, org, project, env, name str
 // rotation policy (rotation_seconds), or than olderThan for those without
 // a policy when olderThan > 0; by project, environment and name.
 func (r *Reader) SecretsNotRotated(ctx context.Context, org string, olderThan time.Duration, now time.Time) ([]SecretInfo, error) {
+	if err := r.CheckHalted(ctx, Secrets{}.Name()); err != nil {
+		return nil, err
+	}
 	if org == "" {
 		return nil, errNoOrg
 	}
@@ -291,6 +329,9 @@ type Member struct {
 // Members returns an organization's grants, by user then project (the
 // organization-wide one first).
 func (r *Reader) Members(ctx context.Context, org string) ([]Member, error) {
+	if err := r.CheckHalted(ctx, AccessControl{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -304,6 +345,9 @@ func (r *Reader) Members(ctx context.Context, org string) ([]Member, error) {
 // organization: it answers "which organizations am I in" for that person
 // alone.
 func (r *Reader) MembershipsOf(ctx context.Context, user string) ([]Member, error) {
+	if err := r.CheckHalted(ctx, AccessControl{}.Name()); err != nil {
+		return nil, err
+	}
 	if user == "" {
 		return nil, errors.New("projections: no user")
 	}
@@ -330,6 +374,9 @@ type Token struct {
 // Tokens returns an organization's tokens, revoked and expired ones
 // included, in the order they were issued.
 func (r *Reader) Tokens(ctx context.Context, org string) ([]Token, error) {
+	if err := r.CheckHalted(ctx, AccessControl{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -384,6 +431,9 @@ var resealProgress = `LEFT JOIN LATERAL (
 // Keysets returns an organization's keysets with their keys (oldest
 // first) and reseal progress, by project and environment.
 func (r *Reader) Keysets(ctx context.Context, org string) ([]KeysetInfo, error) {
+	if err := r.CheckHalted(ctx, Keys{}.Name(), Secrets{}.Name()); err != nil {
+		return nil, err
+	}
 	if org == "" {
 		return nil, errNoOrg
 	}
@@ -422,6 +472,9 @@ func (r *Reader) Keysets(ctx context.Context, org string) ([]KeysetInfo, error) 
 // sealed by its primary key, out of how many; ErrNotFound when the
 // environment has no keyset.
 func (r *Reader) ResealProgress(ctx context.Context, org, project, env string) (sealed, values int64, err error) {
+	if err := r.CheckHalted(ctx, Keys{}.Name(), Secrets{}.Name()); err != nil {
+		return 0, 0, err
+	}
 	if org == "" {
 		return 0, 0, errNoOrg
 	}
@@ -476,6 +529,9 @@ var approvalSelect = `SELECT approval_id, org, project, env, kind, bundle, keys,
 // Approvals returns an organization's approval requests with the status
 // seen at now (status "": every status), newest first, at most MaxListed.
 func (r *Reader) Approvals(ctx context.Context, org, status string, now time.Time) ([]ApprovalInfo, error) {
+	if err := r.CheckHalted(ctx, Approvals{}.Name()); err != nil {
+		return nil, err
+	}
 	if org == "" {
 		return nil, errNoOrg
 	}
@@ -487,6 +543,9 @@ func (r *Reader) Approvals(ctx context.Context, org, status string, now time.Tim
 // ErrNotFound. It is not scoped to an organization (sign-in requests
 // have none): the caller checks that the reader may see it.
 func (r *Reader) Approval(ctx context.Context, id string, now time.Time) (ApprovalInfo, error) {
+	if err := r.CheckHalted(ctx, Approvals{}.Name()); err != nil {
+		return ApprovalInfo{}, err
+	}
 	return collectOne[ApprovalInfo](ctx, r.pool, approvalSelect+` WHERE approval_id = $2`, now, id)
 }
 
@@ -529,6 +588,9 @@ type AuditRow struct {
 // the following page, 0 after the last: paging from 0 until next is 0
 // returns every matching event exactly once.
 func (r *Reader) AuditFeed(ctx context.Context, org string, f AuditFilter, cursor uint64, limit int) ([]AuditRow, uint64, error) {
+	if err := r.CheckHalted(ctx, Audit{}.Name()); err != nil {
+		return nil, 0, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, 0, err
@@ -592,6 +654,9 @@ type AccessStat struct {
 // actor for the days (UTC) that overlap [from, to) (zero: unbounded), by
 // day, project, environment, name and kind.
 func (r *Reader) AccessStats(ctx context.Context, org string, from, to time.Time) ([]AccessStat, error) {
+	if err := r.CheckHalted(ctx, Access{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -626,6 +691,9 @@ type SecretRead struct {
 // [from, to) (zero: unbounded), newest first, at most MaxListed; project,
 // env and name narrow them when not empty.
 func (r *Reader) Reads(ctx context.Context, org, project, env, name string, from, to time.Time) ([]SecretRead, error) {
+	if err := r.CheckHalted(ctx, Access{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -647,6 +715,9 @@ func (r *Reader) Reads(ctx context.Context, org, project, env, name string, from
 // given positions (the audit feed's secret.viewed rows), by position.
 // Positions of other organizations, or of other events, match nothing.
 func (r *Reader) ReadsAt(ctx context.Context, org string, positions []uint64) ([]SecretRead, error) {
+	if err := r.CheckHalted(ctx, Access{}.Name()); err != nil {
+		return nil, err
+	}
 	if org == "" {
 		return nil, errNoOrg
 	}
@@ -672,6 +743,9 @@ type ActivityCount struct {
 // AuditActivity counts an organization's events per day (UTC) and event
 // type, recorded in [from, to) (zero: unbounded), by day then type.
 func (r *Reader) AuditActivity(ctx context.Context, org string, from, to time.Time) ([]ActivityCount, error) {
+	if err := r.CheckHalted(ctx, Audit{}.Name()); err != nil {
+		return nil, err
+	}
 	w, err := orgWhere(org)
 	if err != nil {
 		return nil, err
@@ -701,6 +775,9 @@ type ActorReads struct {
 // environments flagged production (as they are flagged now), most reads
 // first, at most MaxListed actors.
 func (r *Reader) ProductionReadsByActor(ctx context.Context, org string, from, to time.Time) ([]ActorReads, error) {
+	if err := r.CheckHalted(ctx, Access{}.Name(), Directory{}.Name()); err != nil {
+		return nil, err
+	}
 	if org == "" {
 		return nil, errNoOrg
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"stele.dev/stele/eventstore"
@@ -83,25 +84,47 @@ var ErrNotYet = errors.New("projections: not caught up yet")
 // WaitFor blocks until every named projection (all when names is empty)
 // has applied position, or timeout passes (ErrNotYet). It is how a read
 // sees its own writes: a write answers with its position; a read waits
-// for it.
+// for it. When one of those projections is halted it fails at once with
+// a *HaltedError (matching ErrHalted), whatever the position: a halted
+// projection serves nothing, and waiting would not bring it back.
 func WaitFor(ctx context.Context, pool *pgxpool.Pool, position uint64, timeout time.Duration, names ...string) error {
-	if position == 0 {
-		return nil
-	}
 	deadline := time.Now().Add(timeout)
 	delay := time.Millisecond
 	for {
-		var lowest int64
+		var rows pgx.Rows
 		var err error
 		if len(names) == 0 {
-			err = pool.QueryRow(ctx, `SELECT coalesce(min(position), 0) FROM projection_state WHERE name NOT LIKE '%#next'`).Scan(&lowest)
+			rows, err = pool.Query(ctx, `SELECT name, position, status, error FROM projection_state WHERE name NOT LIKE '%#next' ORDER BY name`)
 		} else {
-			err = pool.QueryRow(ctx, `SELECT coalesce(min(position), 0) FROM projection_state WHERE name = ANY($1)`, names).Scan(&lowest)
+			rows, err = pool.Query(ctx, `SELECT name, position, status, error FROM projection_state WHERE name = ANY($1) ORDER BY name`, names)
 		}
 		if err != nil {
 			return err
 		}
-		if uint64(lowest) >= position {
+		lowest, seen := uint64(0), false
+		var halted *HaltedError
+		for rows.Next() {
+			var name, status, reason string
+			var pos int64
+			if err := rows.Scan(&name, &pos, &status, &reason); err != nil {
+				rows.Close()
+				return err
+			}
+			if status == "halted" && halted == nil {
+				halted = &HaltedError{Projection: name, Reason: reason}
+			}
+			if !seen || uint64(pos) < lowest {
+				lowest, seen = uint64(pos), true
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if halted != nil {
+			return halted
+		}
+		if lowest >= position {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -133,9 +156,10 @@ func (p *Projector) WaitFor(ctx context.Context, name string, position uint64, t
 		if got >= position {
 			return nil
 		}
-		// Another process's projector may have applied it.
-		if err := WaitFor(ctx, p.cfg.Pool, position, 0, name); err == nil {
-			return nil
+		// Another process's projector may have applied it, or halted.
+		err := WaitFor(ctx, p.cfg.Pool, position, 0, name)
+		if err == nil || errors.Is(err, ErrHalted) {
+			return err
 		}
 		select {
 		case <-ctx.Done():
