@@ -97,11 +97,12 @@ func newProjectionsCmd() *cobra.Command {
 				}
 			}
 			for _, name := range args {
-				start := time.Now()
-				if err := p.Rebuild(ctx, name); err != nil {
+				res, err := p.RebuildReport(ctx, name)
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.OutOrStdout(), "rebuilt %s in %.2fs\n", name, time.Since(start).Seconds())
+				fmt.Fprintf(c.OutOrStdout(), "rebuilt %s: %d events in %.2fs; readers paused %.1f ms for the swap\n",
+					name, res.Position, res.Duration.Seconds(), float64(res.Swap.Microseconds())/1000)
 			}
 			return nil
 		},
