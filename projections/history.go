@@ -172,7 +172,8 @@ type AccessAt struct {
 }
 
 // AccessAt returns who held which role, and which tokens existed, in org
-// at position.
+// at position: grants by user, then project (the organization-wide one
+// first), tokens by id. It replays the organization's stream.
 func (h History) AccessAt(ctx context.Context, org string, position uint64) (AccessAt, error) {
 	o := domain.NewOrganization()
 	last, err := h.replay(ctx, domain.OrgStream(org), position, o)
@@ -185,18 +186,8 @@ func (h History) AccessAt(ctx context.Context, org string, position uint64) (Acc
 	} else {
 		a.Time = last.RecordedAt
 	}
-	scopes := []string{""}
-	seen := map[string]bool{"": true}
 	for _, u := range o.Members() {
-		for _, p := range o.ProjectsOf(u) {
-			if !seen[p] {
-				seen[p] = true
-				scopes = append(scopes, p)
-			}
-		}
-	}
-	for _, u := range o.Members() {
-		for _, sc := range scopes {
+		for _, sc := range append([]string{""}, o.ProjectsOf(u)...) {
 			if r := o.RoleOf(u, sc); r.Valid() {
 				a.Grants = append(a.Grants, Grant{UserID: u, Project: sc, Role: r})
 			}
@@ -279,7 +270,7 @@ func (h History) WhoRead(ctx context.Context, ref domain.SecretRef, from, to tim
 	}
 	rows, err := h.Pool.Query(ctx, `SELECT actor, version, channel, reason, recorded_at, position FROM proj_secret_reads
 		WHERE org = $1 AND project = $2 AND env = $3 AND name = $4 AND recorded_at >= $5 AND recorded_at < $6 ORDER BY position`,
-		ref.Org, ref.Project, ref.Env, ref.Name, from, to)
+		ref.Org, ref.Project, ref.Env, ref.Name, ceilMicro(from), ceilMicro(to))
 	if err != nil {
 		return nil, err
 	}

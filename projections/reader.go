@@ -92,6 +92,18 @@ func (w *where) opt(cond, v string) {
 
 func (w *where) String() string { return strings.Join(w.conds, " AND ") }
 
+// ceilMicro rounds t up to a whole microsecond. Recorded times are whole
+// microseconds (PostgreSQL's precision) and PostgreSQL would truncate a
+// bound's nanoseconds: rounded up, a half-open window [from, to) selects
+// exactly the rows whose times lie in it.
+func ceilMicro(t time.Time) time.Time {
+	r := t.Truncate(time.Microsecond)
+	if r.Before(t) {
+		r = r.Add(time.Microsecond)
+	}
+	return r
+}
+
 func orgWhere(org string) (*where, error) {
 	if org == "" {
 		return nil, errNoOrg
@@ -621,10 +633,10 @@ func (r *Reader) AuditFeed(ctx context.Context, org string, f AuditFilter, curso
 	w.opt("project = $%d", f.Project)
 	w.opt("env = $%d", f.Env)
 	if !f.From.IsZero() {
-		w.add("recorded_at >= $%d", f.From)
+		w.add("recorded_at >= $%d", ceilMicro(f.From))
 	}
 	if !f.To.IsZero() {
-		w.add("recorded_at < $%d", f.To)
+		w.add("recorded_at < $%d", ceilMicro(f.To))
 	}
 	rows, err := collect[AuditRow](ctx, r.pool, `SELECT position, recorded_at, actor, actor_kind, action, stream, project, env, target,
 		request_id, client_addr FROM `+liveNames("proj_audit")+` WHERE `+w.String()+` ORDER BY position DESC LIMIT `+fmt.Sprint(limit+1), w.args...)
@@ -702,10 +714,10 @@ func (r *Reader) Reads(ctx context.Context, org, project, env, name string, from
 	w.opt("env = $%d", env)
 	w.opt("name = $%d", name)
 	if !from.IsZero() {
-		w.add("recorded_at >= $%d", from)
+		w.add("recorded_at >= $%d", ceilMicro(from))
 	}
 	if !to.IsZero() {
-		w.add("recorded_at < $%d", to)
+		w.add("recorded_at < $%d", ceilMicro(to))
 	}
 	return collect[SecretRead](ctx, r.pool, `SELECT position, recorded_at, project, env, name, version, actor, actor_kind, channel, reason
 		FROM `+liveNames("proj_secret_reads")+` WHERE `+w.String()+` ORDER BY position DESC LIMIT `+fmt.Sprint(MaxListed), w.args...)
@@ -751,10 +763,10 @@ func (r *Reader) AuditActivity(ctx context.Context, org string, from, to time.Ti
 		return nil, err
 	}
 	if !from.IsZero() {
-		w.add("recorded_at >= $%d", from)
+		w.add("recorded_at >= $%d", ceilMicro(from))
 	}
 	if !to.IsZero() {
-		w.add("recorded_at < $%d", to)
+		w.add("recorded_at < $%d", ceilMicro(to))
 	}
 	return collect[ActivityCount](ctx, r.pool, `SELECT (recorded_at AT TIME ZONE 'UTC')::date AS day, action, count(*) AS events
 		FROM `+liveNames("proj_audit")+` WHERE `+w.String()+` GROUP BY 1, 2 ORDER BY 1, 2`, w.args...)
@@ -784,10 +796,10 @@ func (r *Reader) ProductionReadsByActor(ctx context.Context, org string, from, t
 	w := &where{}
 	w.add("r.org = $%d", org)
 	if !from.IsZero() {
-		w.add("r.recorded_at >= $%d", from)
+		w.add("r.recorded_at >= $%d", ceilMicro(from))
 	}
 	if !to.IsZero() {
-		w.add("r.recorded_at < $%d", to)
+		w.add("r.recorded_at < $%d", ceilMicro(to))
 	}
 	return collect[ActorReads](ctx, r.pool, `SELECT r.actor, min(r.actor_kind) AS actor_kind, count(*) AS reads,
 			count(DISTINCT (r.project, r.env, r.name)) AS secrets, max(r.recorded_at) AS last_read
