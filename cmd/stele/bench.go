@@ -44,6 +44,10 @@ type ledgerBench struct {
 	P50ms        float64 `json:"p50_ms"`
 	P99ms        float64 `json:"p99_ms"`
 	MaxMs        float64 `json:"max_ms"`
+	// Batches is how many transactions the writer committed for the
+	// appends; EventsPerBatch the mean events in one.
+	Batches        float64 `json:"batches"`
+	EventsPerBatch float64 `json:"events_per_batch"`
 
 	CopyEventsPerSec float64 `json:"copy_baseline_events_per_sec,omitempty"`
 	RatioToCopy      float64 `json:"ratio_to_copy,omitempty"`
@@ -162,12 +166,18 @@ func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (
 			return ledgerBench{}, err
 		}
 	}
+	st0 := store.Stats()
 	res, err := benchAppend(ctx, store, o.events, o.concurrency, o.size)
 	if o.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
 	if err != nil {
 		return res, err
+	}
+	st := store.Stats()
+	if b := st.FastBatches + st.SlowBatches - st0.FastBatches - st0.SlowBatches; b > 0 {
+		res.Batches = float64(b)
+		res.EventsPerBatch = math.Round(float64(st.Events-st0.Events)/float64(b)*10) / 10
 	}
 	res.GOMAXPROCS = runtime.GOMAXPROCS(0)
 	res.Runs = 1
@@ -223,6 +233,8 @@ func medianBench(all []ledgerBench) ledgerBench {
 	out.P50ms = med(func(r ledgerBench) float64 { return r.P50ms })
 	out.P99ms = med(func(r ledgerBench) float64 { return r.P99ms })
 	out.MaxMs = med(func(r ledgerBench) float64 { return r.MaxMs })
+	out.Batches = med(func(r ledgerBench) float64 { return r.Batches })
+	out.EventsPerBatch = med(func(r ledgerBench) float64 { return r.EventsPerBatch })
 	out.CopyEventsPerSec = med(func(r ledgerBench) float64 { return r.CopyEventsPerSec })
 	out.RatioToCopy = med(func(r ledgerBench) float64 { return r.RatioToCopy })
 	out.VerifyEventsPerSec = med(func(r ledgerBench) float64 { return r.VerifyEventsPerSec })

@@ -33,7 +33,7 @@ func TestApplicationRoleCannotRewriteTheLedger(t *testing.T) {
 		`GRANT USAGE ON SCHEMA ` + schema + ` TO ` + role,
 		`GRANT SELECT, INSERT ON ledger_events, ledger_checkpoints, ledger_meta TO ` + role,
 		`GRANT SELECT, UPDATE ON ledger_head TO ` + role,
-		`GRANT EXECUTE ON FUNCTION ledger_append, ledger_lock_head, ledger_check_versions TO ` + role,
+		`GRANT EXECUTE ON FUNCTION ledger_advance, ledger_lock_head, ledger_check_versions TO ` + role,
 	} {
 		if _, err := owner.Exec(ctx, q); err != nil {
 			var pgErr *pgconn.PgError

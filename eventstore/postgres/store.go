@@ -73,6 +73,11 @@ type Store struct {
 	cacheHead   eventstore.Head
 	frontier    *merkle.Frontier
 	streamCache map[string]uint64 // versions as of cacheHead
+
+	// Buffers the writer reuses from batch to batch.
+	rows    copyRows
+	treeBuf []eventstore.Hash
+	hasher  eventstore.Hasher
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -418,14 +423,6 @@ func splitHashes(b []byte) []eventstore.Hash {
 		copy(out[i][:], b[i*eventstore.HashSize:])
 	}
 	return out
-}
-
-func joinHashes(hs []eventstore.Hash) []byte {
-	b := make([]byte, 0, len(hs)*eventstore.HashSize)
-	for i := range hs {
-		b = append(b, hs[i][:]...)
-	}
-	return b
 }
 
 // AddCheckpoint implements eventstore.Store.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -119,6 +120,28 @@ func (s *Store) writer() {
 		if len(batch) > 0 && !s.commitFast(batch) {
 			s.commitSlow(batch)
 		}
+		s.gather()
+	}
+}
+
+// gatherRounds bounds how many times gather yields.
+const gatherRounds = 4
+
+// gather lets the goroutines that the last batch answered run before the
+// writer takes the next batch: it yields to them as long as the queue
+// keeps growing (at most gatherRounds times). Callers that append again at
+// once (a busy server's request handlers) then share the next commit
+// instead of waiting for the one after it; a caller that does not costs
+// one yield.
+func (s *Store) gather() {
+	n := len(s.reqs)
+	for range gatherRounds {
+		runtime.Gosched()
+		m := len(s.reqs)
+		if m == n {
+			return
+		}
+		n = m
 	}
 }
 
@@ -136,39 +159,10 @@ func (s *Store) drain() {
 	}
 }
 
-// rows are the columns of the events being inserted, as arrays for unnest.
-type rows struct {
-	position, version                                           []int64
-	stream, typ, actor, tenant, reqID, addr, cause, correlation []string
-	id                                                          [][16]byte
-	data, prev, hash, tree                                      [][]byte
-	recordedAt                                                  []time.Time
-}
-
-func (w *rows) add(r *eventstore.Record, tree []eventstore.Hash) {
-	m := &r.Metadata
-	w.position = append(w.position, int64(r.Position))
-	w.version = append(w.version, int64(r.StreamVersion))
-	w.stream = append(w.stream, r.StreamID)
-	w.typ = append(w.typ, r.Type)
-	w.actor = append(w.actor, m.Actor)
-	w.tenant = append(w.tenant, m.Tenant)
-	w.reqID = append(w.reqID, m.RequestID)
-	w.addr = append(w.addr, m.ClientAddr)
-	w.cause = append(w.cause, m.CausationID)
-	w.correlation = append(w.correlation, m.CorrelationID)
-	w.id = append(w.id, r.ID)
-	w.data = append(w.data, r.Data)
-	w.prev = append(w.prev, r.PrevHash[:])
-	w.hash = append(w.hash, r.Hash[:])
-	w.tree = append(w.tree, joinHashes(tree))
-	w.recordedAt = append(w.recordedAt, r.RecordedAt)
-}
-
 // plan is the outcome of deciding a batch: the rows to insert and the
 // state after them.
 type plan struct {
-	rows     rows
+	rows     *copyRows
 	next     eventstore.Head
 	frontier *merkle.Frontier
 	versions map[string]uint64
@@ -179,9 +173,10 @@ type plan struct {
 const maxCachedStreams = 200_000
 
 // commitFast decides batch on top of the writer's view and writes it in
-// one round trip: one call of ledger_append, which locks the head and
-// checks it is where the view says, checks the versions of streams the
-// writer has not seen, inserts, moves the head, notifies and commits. It
+// one round trip (execAppend): ledger_advance locks the head and checks it
+// is where the view says, checks the versions of streams the writer has
+// not seen, moves the head and notifies; a COPY inserts the rows; the
+// implicit transaction commits. It
 // returns false, having written nothing, when the batch needs the slow
 // path: no valid view, an Any or StreamExists append to an unseen stream,
 // a conflict (which may really be a retry of a stored append: only the
@@ -223,12 +218,7 @@ func (s *Store) commitFast(batch []*appendReq) bool {
 		return false
 	}
 	defer conn.Release()
-	b := &pgx.Batch{}
-	s.queueAppend(b, s.cacheHead, checkStreams, checkVersions, &p)
-	err = conn.SendBatch(ctx, b).Close()
-	if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
-		err = errors.New("transaction still open after the append")
-	}
+	err = s.execAppend(ctx, conn, s.cacheHead, checkStreams, checkVersions, &p, false)
 	if err != nil {
 		s.cacheHead, s.frontier, s.streamCache = eventstore.Head{}, nil, nil
 		err = s.classify(conn, err)
@@ -243,7 +233,7 @@ func (s *Store) commitFast(batch []*appendReq) bool {
 	}
 	s.remember(p)
 	s.stats.fast.Add(1)
-	s.stats.events.Add(uint64(len(p.rows.position)))
+	s.stats.events.Add(uint64(p.rows.rows))
 	s.observe(p.next)
 	answer(batch, nil)
 	return true
@@ -302,13 +292,20 @@ func (s *Store) commitSlow(batch []*appendReq) {
 // batch's event IDs. It sets each request's result or error.
 func (s *Store) decide(batch []*appendReq, head eventstore.Head, frontier *merkle.Frontier, versions map[string]uint64,
 	existing map[eventstore.ID]*eventstore.Record) plan {
-	p := plan{next: head, frontier: frontier.Clone(), versions: versions}
+	p := plan{rows: &s.rows, next: head, frontier: frontier.Clone(), versions: versions}
+	p.rows.reset()
 	now := eventstore.TruncateTime(s.opts.Now())
 	if now.Before(head.RecordedAt) {
 		now = head.RecordedAt
 	}
-	inBatch := map[eventstore.ID]*eventstore.Record{}
-	var treeBuf []eventstore.Hash
+	n := 0
+	for _, r := range batch {
+		n += len(r.events)
+	}
+	recs := make([]eventstore.Record, 0, n) // never grows: inBatch points into it
+	inBatch := make(map[eventstore.ID]*eventstore.Record, n)
+	treeBuf := s.treeBuf[:0]
+	defer func() { s.treeBuf = treeBuf }()
 	for _, r := range batch {
 		r.result, r.err = eventstore.Appended{}, nil
 		stored := make([]*eventstore.Record, len(r.events))
@@ -331,7 +328,7 @@ func (s *Store) decide(batch []*appendReq, head eventstore.Head, frontier *merkl
 		r.result = eventstore.Appended{StreamID: r.stream, FirstVersion: actual + 1, FirstPosition: p.next.Position + 1}
 		for i := range r.events {
 			e := &r.events[i]
-			rec := &eventstore.Record{
+			recs = append(recs, eventstore.Record{
 				Position:      p.next.Position + 1,
 				StreamID:      r.stream,
 				StreamVersion: actual + uint64(i) + 1,
@@ -341,11 +338,12 @@ func (s *Store) decide(batch []*appendReq, head eventstore.Head, frontier *merkl
 				Metadata:      e.Metadata,
 				RecordedAt:    now,
 				PrevHash:      p.next.Hash,
-			}
+			})
+			rec := &recs[len(recs)-1]
 			if rec.Data == nil {
 				rec.Data = []byte{}
 			}
-			rec.Hash = eventstore.ComputeHash(rec)
+			rec.Hash = s.hasher.Hash(rec)
 			treeBuf = p.frontier.Append(treeBuf[:0], rec.Hash)
 			p.rows.add(rec, treeBuf)
 			inBatch[e.ID] = rec
@@ -408,7 +406,7 @@ func (s *Store) slowPath(ctx context.Context, batch []*appendReq) (eventstore.He
 		s.cacheHead, s.frontier, s.streamCache = head, f, nil
 	}
 	p := s.decide(batch, head, s.frontier, versions, existing)
-	if len(p.rows.position) == 0 {
+	if p.rows.rows == 0 {
 		if _, err := conn.Exec(ctx, `ROLLBACK`); err != nil {
 			conn.Conn().Close(ctx)
 		}
@@ -417,13 +415,7 @@ func (s *Store) slowPath(ctx context.Context, batch []*appendReq) (eventstore.He
 	}
 
 	// Round trip 2: insert, move the head, notify, commit.
-	b = &pgx.Batch{}
-	s.queueAppend(b, head, nil, nil, &p)
-	b.Queue(`COMMIT`)
-	err = conn.SendBatch(ctx, b).Close()
-	if err == nil && conn.Conn().PgConn().TxStatus() != 'I' {
-		err = errors.New("transaction still open after COMMIT")
-	}
+	err = s.execAppend(ctx, conn, head, nil, nil, &p, true)
 	if err != nil {
 		if cerr := s.classify(conn, err); !errors.Is(cerr, errRefused) {
 			return eventstore.Head{}, cerr
@@ -432,24 +424,8 @@ func (s *Store) slowPath(ctx context.Context, batch []*appendReq) (eventstore.He
 	}
 	s.remember(p)
 	s.stats.slow.Add(1)
-	s.stats.events.Add(uint64(len(p.rows.position)))
+	s.stats.events.Add(uint64(p.rows.rows))
 	return p.next, nil
-}
-
-// queueAppend queues the call of ledger_append that writes p on top of
-// base (see migrations/001_ledger.sql). Outside a transaction it is one
-// implicit transaction.
-func (s *Store) queueAppend(b *pgx.Batch, base eventstore.Head, checkStreams []string, checkVersions []int64, p *plan) {
-	w := &p.rows
-	next := p.next
-	if checkStreams == nil {
-		checkStreams, checkVersions = []string{}, []int64{}
-	}
-	b.Queue(`SELECT ledger_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)`,
-		int64(base.Position), base.Hash[:], checkStreams, checkVersions,
-		int64(next.Position), next.Hash[:], next.RecordedAt, s.channel, notifyPayload(next),
-		w.position, w.stream, w.version, w.id, w.typ, w.data, w.actor, w.tenant, w.reqID,
-		w.addr, w.cause, w.correlation, w.recordedAt, w.prev, w.hash, w.tree)
 }
 
 // remember makes p's outcome the writer's view for the next batch.
