@@ -27,6 +27,7 @@ import (
 func (s *Server) mountAudit(r chi.Router) {
 	r.Get("/orgs/{org}/audit", s.auditFeed)
 	r.Get("/orgs/{org}/stats/reads", s.readStats)
+	r.Get("/orgs/{org}/audit/evidence", s.auditEvidence)
 	s.mountHistory(r)
 }
 

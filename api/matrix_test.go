@@ -267,6 +267,10 @@ func TestAuthorizationMatrix(t *testing.T) {
 
 		{op: "listAuditEvents", method: "GET", path: fixed("/v1/orgs/acme/audit"), min: "admin"},
 		{op: "getReadStats", method: "GET", path: fixed("/v1/orgs/acme/stats/reads"), min: "admin"},
+		{op: "getAuditEvidence", method: "GET", path: fixed("/v1/orgs/acme/audit/evidence?from=2000-01-01T00:00:00Z"), min: "admin",
+			setup: func(t *testing.T, who string) {
+				must((&checkpoint.Checkpointer{Store: h.Store, Signer: signer}).Checkpoint(ctx))
+			}},
 		{op: "getAccessAt", method: "GET", path: func(string) string { return fmt.Sprintf("/v1/orgs/acme/access?position=%d", must(h.App.Head(ctx))) }, min: "admin"},
 		{op: "getEnvironmentHistory", method: "GET", path: func(string) string { return fmt.Sprintf("%s/history?position=%d", env, must(h.App.Head(ctx))) }, min: "admin"},
 		{op: "getSecretCouldRead", method: "GET", path: func(string) string {
