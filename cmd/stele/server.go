@@ -159,7 +159,10 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		ln.Close()
 		return fail(err)
 	}
-	apiCfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: store, Ready: s, Logger: logger,
+	cp := &checkpoint.Checkpointer{Store: store, Signer: signer, StateFile: checkpointStateFile(&cfg.Keys, cfg.DB.dev), Logger: logger}
+	// The evidence endpoint signs a checkpoint on demand when the latest
+	// does not cover what it exports.
+	apiCfg := api.Config{App: svc, Reader: projections.NewReader(pool), Pool: pool, Ledger: api.SigningLedger{Ledger: store, Signer: cp}, Ready: s, Logger: logger,
 		History:   &projections.History{Pool: pool, Store: store},
 		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
 		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond),
@@ -192,7 +195,6 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		s.TLS = true
 	}
 	s.cancel = cancel
-	cp := &checkpoint.Checkpointer{Store: store, Signer: signer, StateFile: checkpointStateFile(&cfg.Keys, cfg.DB.dev), Logger: logger}
 	if cfg.KeyMaintenance <= 0 {
 		cfg.KeyMaintenance = time.Minute
 	}
