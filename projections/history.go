@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -66,34 +65,18 @@ func (h History) PositionAt(ctx context.Context, t time.Time) (uint64, error) {
 // the last record applied.
 func (h History) replay(ctx context.Context, stream string, position uint64, agg interface{ Apply(domain.Event) }) (eventstore.Record, error) {
 	var last eventstore.Record
-	for from := uint64(1); ; {
-		recs, err := h.Store.ReadStream(ctx, stream, from, 1000)
-		if errors.Is(err, eventstore.ErrStreamNotFound) {
-			return last, nil
-		}
-		if err != nil {
-			return last, err
-		}
-		for _, r := range recs {
-			if r.Position > position {
-				return last, nil
-			}
-			ev, err := domain.Decode(r.Type, r.Data)
-			if err != nil {
-				return last, err
-			}
-			agg.Apply(ev)
-			last = r
-		}
-		if len(recs) < 1000 {
-			return last, nil
-		}
-		from = recs[len(recs)-1].StreamVersion + 1
-	}
+	err := h.replayRecords(ctx, stream, position, func(r eventstore.Record, ev domain.Event) {
+		agg.Apply(ev)
+		last = r
+	})
+	return last, err
 }
 
 // SecretAt is a secret's state at a position. It holds no value: to read
 // the value of Version as it was, reveal that version (an audited read).
+// Its last change (ChangedAt, ChangedBy, Position) is its last event but
+// reads of the value and reseals under a new key, as the secrets read
+// model counts changes.
 type SecretAt struct {
 	Name      string                `json:"name"`
 	Version   uint64                `json:"version"`
@@ -101,9 +84,13 @@ type SecretAt struct {
 	Deleted   bool                  `json:"deleted"`
 	Destroyed bool                  `json:"destroyed"`
 	Metadata  domain.SecretMetadata `json:"metadata"`
+	CreatedAt time.Time             `json:"created_at"`
+	CreatedBy string                `json:"created_by"`
 	ChangedAt time.Time             `json:"changed_at"`
 	ChangedBy string                `json:"changed_by"`
 	Position  uint64                `json:"position"`
+	// ValueSetAt is when the current version was set.
+	ValueSetAt time.Time `json:"value_set_at"`
 }
 
 // SecretsAt returns the secrets of an environment as they were at
@@ -129,17 +116,17 @@ func (h History) SecretsAt(ctx context.Context, org, project, env string, positi
 	}
 	var out []SecretAt
 	for _, name := range names {
-		s := domain.NewSecret()
-		last, err := h.replay(ctx, domain.SecretStream(org, project, env, name), position, s)
-		if err != nil {
+		f := newSecretFold()
+		if err := h.replayRecords(ctx, domain.SecretStream(org, project, env, name), position, f.apply); err != nil {
 			return nil, err
 		}
-		if !s.Exists() {
+		if !f.s.Exists() {
 			continue
 		}
-		cur, _ := s.Version(0)
-		out = append(out, SecretAt{Name: name, Version: cur.Version, KeyID: cur.Value.KeyID, Deleted: s.Deleted(), Destroyed: cur.Destroyed,
-			Metadata: s.Metadata(), ChangedAt: last.RecordedAt, ChangedBy: last.Metadata.Actor, Position: last.Position})
+		cur, _ := f.s.Version(0)
+		out = append(out, SecretAt{Name: name, Version: cur.Version, KeyID: f.keyID(), Deleted: f.s.Deleted(), Destroyed: cur.Destroyed,
+			Metadata: f.s.Metadata(), CreatedAt: f.created.RecordedAt, CreatedBy: f.created.Metadata.Actor,
+			ChangedAt: f.changed.RecordedAt, ChangedBy: f.changed.Metadata.Actor, Position: f.changed.Position, ValueSetAt: f.valueAt.RecordedAt})
 	}
 	return out, nil
 }

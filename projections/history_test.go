@@ -61,9 +61,10 @@ func readAll(t *testing.T, e *env) []eventstore.Record {
 func replaySecrets(t *testing.T, all []eventstore.Record, p uint64) []projections.SecretAt {
 	t.Helper()
 	type st struct {
-		s    *domain.Secret
-		last eventstore.Record
-		name string
+		s                      *domain.Secret
+		created, last, valueAt eventstore.Record
+		name                   string
+		keys                   map[uint64]uint32 // version → the key that sealed it last
 	}
 	byStream := map[string]*st{}
 	var order []string
@@ -73,13 +74,32 @@ func replaySecrets(t *testing.T, all []eventstore.Record, p uint64) []projection
 		}
 		x := byStream[r.StreamID]
 		if x == nil {
-			x = &st{s: domain.NewSecret(), name: r.StreamID[len("secret/acme/web/production/"):]}
+			x = &st{s: domain.NewSecret(), name: r.StreamID[len("secret/acme/web/production/"):], keys: map[uint64]uint32{}}
 			byStream[r.StreamID] = x
 			order = append(order, r.StreamID)
 		}
 		ev := ok(domain.Decode(r.Type, r.Data))
 		x.s.Apply(ev)
-		x.last = r
+		// Reads and reseals are not changes.
+		if r.Type != "secret.viewed" && r.Type != "secret.resealed" {
+			x.last = r
+		}
+		switch r.Type {
+		case "secret.created":
+			x.created, x.valueAt = r, r
+		case "secret.updated", "secret.rolled_back":
+			x.valueAt = r
+		}
+		if cur, _ := x.s.Version(0); r.Type != "secret.viewed" && r.Type != "secret.deleted" && r.Type != "secret.restored" &&
+			r.Type != "secret.metadata_updated" && r.Type != "secret.version_destroyed" {
+			// A new version or a reseal: the key sealing it now. A reseal
+			// may be of another version than the current.
+			if rs, isReseal := ev.(domain.SecretResealed); isReseal {
+				x.keys[rs.Version] = rs.Value.KeyID
+			} else {
+				x.keys[cur.Version] = cur.Value.KeyID
+			}
+		}
 	}
 	var out []projections.SecretAt
 	names := map[string]*st{}
@@ -92,8 +112,9 @@ func replaySecrets(t *testing.T, all []eventstore.Record, p uint64) []projection
 	for _, n := range sorted {
 		x := names[n]
 		cur, _ := x.s.Version(0)
-		out = append(out, projections.SecretAt{Name: n, Version: cur.Version, KeyID: cur.Value.KeyID, Deleted: x.s.Deleted(), Destroyed: cur.Destroyed,
-			Metadata: x.s.Metadata(), ChangedAt: x.last.RecordedAt, ChangedBy: x.last.Metadata.Actor, Position: x.last.Position})
+		out = append(out, projections.SecretAt{Name: n, Version: cur.Version, KeyID: x.keys[cur.Version], Deleted: x.s.Deleted(), Destroyed: cur.Destroyed,
+			Metadata: x.s.Metadata(), CreatedAt: x.created.RecordedAt, CreatedBy: x.created.Metadata.Actor,
+			ChangedAt: x.last.RecordedAt, ChangedBy: x.last.Metadata.Actor, Position: x.last.Position, ValueSetAt: x.valueAt.RecordedAt})
 	}
 	return out
 }

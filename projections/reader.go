@@ -803,7 +803,11 @@ func (r *Reader) ProductionReadsByActor(ctx context.Context, org string, from, t
 	}
 	return collect[ActorReads](ctx, r.pool, `SELECT r.actor, min(r.actor_kind) AS actor_kind, count(*) AS reads,
 			count(DISTINCT (r.project, r.env, r.name)) AS secrets, max(r.recorded_at) AS last_read
-		FROM `+liveNames("proj_secret_reads")+` r JOIN `+liveNames("proj_environments")+` e
-			ON e.org = r.org AND e.project = r.project AND e.env = r.env AND e.production
+		FROM `+productionReads+`
 		WHERE `+w.String()+` GROUP BY r.actor ORDER BY reads DESC, r.actor LIMIT `+fmt.Sprint(MaxListed), w.args...)
 }
+
+// productionReads joins the reads of values (r) with the environments
+// flagged production now (e).
+var productionReads = liveNames("proj_secret_reads") + ` r JOIN ` + liveNames("proj_environments") + ` e
+			ON e.org = r.org AND e.project = r.project AND e.env = r.env AND e.production`
