@@ -16,12 +16,16 @@ import (
 )
 
 // Point in time, for auditors: the state of an environment's secrets, of
-// an organization's access, and of who could read a secret, as of a
-// moment named by a time or a log position; and who read a secret in a
-// window. Each answer says which position it stands for.
+// an organization's access, of a whole organization (replay.go), and of
+// who could read a secret, as of a moment named by a time or a log
+// position; and who read a secret in a window. Each answer says which
+// position it stands for. The compliance reports (reports.go) are
+// mounted here too.
 
 func (s *Server) mountHistory(r chi.Router) {
 	r.Get("/orgs/{org}/access", s.accessAt)
+	r.Get("/orgs/{org}/replay", s.orgReplay)
+	r.Get("/orgs/{org}/reports/{report}", s.report)
 	r.Get("/orgs/{org}/projects/{project}/envs/{env}/history", s.envHistory)
 	r.Get("/orgs/{org}/projects/{project}/envs/{env}/secrets/{name}/could-read", s.couldRead)
 	r.Get("/orgs/{org}/projects/{project}/envs/{env}/secrets/{name}/reads", s.secretReads)
@@ -134,10 +138,15 @@ type SecretThen struct {
 	Deleted   bool      `json:"deleted"`
 	Destroyed bool      `json:"destroyed"`
 	Metadata  Metadata  `json:"metadata"`
+	CreatedAt time.Time `json:"created_at"`
+	CreatedBy string    `json:"created_by"`
+	// ChangedAt, ChangedBy and Position are the secret's last change at
+	// the moment (reads of the value and reseals are not changes).
 	ChangedAt time.Time `json:"changed_at"`
 	ChangedBy string    `json:"changed_by"`
-	// Position is the secret's last event at the moment.
-	Position uint64 `json:"position"`
+	Position  uint64    `json:"position"`
+	// ValueSetAt is when the current version was set.
+	ValueSetAt time.Time `json:"value_set_at"`
 }
 
 // Metadata is a secret's descriptive metadata.
@@ -176,7 +185,8 @@ func (s *Server) envHistory(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Items[i] = SecretThen{Name: x.Name, Version: x.Version, KeyID: x.KeyID, Deleted: x.Deleted, Destroyed: x.Destroyed,
 			Metadata:  Metadata{Description: x.Metadata.Description, Tags: tags, Owner: x.Metadata.Owner, RotationSeconds: x.Metadata.RotationSeconds},
-			ChangedAt: x.ChangedAt.UTC(), ChangedBy: x.ChangedBy, Position: x.Position}
+			CreatedAt: x.CreatedAt.UTC(), CreatedBy: x.CreatedBy, ChangedAt: x.ChangedAt.UTC(), ChangedBy: x.ChangedBy, Position: x.Position,
+			ValueSetAt: x.ValueSetAt.UTC()}
 	}
 	writeJSON(w, http.StatusOK, out)
 }

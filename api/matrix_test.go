@@ -277,6 +277,8 @@ func TestAuthorizationMatrix(t *testing.T) {
 			return fmt.Sprintf("%s/secrets/DB_URL/could-read?position=%d", env, must(h.App.Head(ctx)))
 		}, min: "admin"},
 		{op: "listSecretReads", method: "GET", path: fixed(env + "/secrets/DB_URL/reads"), min: "admin"},
+		{op: "getOrgReplay", method: "GET", path: func(string) string { return fmt.Sprintf("/v1/orgs/acme/replay?position=%d", must(h.App.Head(ctx))) }, min: "admin"},
+		{op: "getReport", method: "GET", path: fixed("/v1/orgs/acme/reports/production-tokens"), min: "admin"},
 
 		{op: "getLedgerHead", method: "GET", path: fixed("/v1/ledger/head"), min: signedIn},
 		{op: "getLedgerCheckpoint", method: "GET", path: fixed("/v1/ledger/checkpoint"), min: signedIn},

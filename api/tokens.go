@@ -65,22 +65,7 @@ func tokenVisible(sc app.Scope, t projections.Token) bool {
 	return t.Project != "" && sc.RoleIn(t.Project).Can(domain.PermReadMembers)
 }
 
-func (s *Server) serviceToken(t projections.Token) ServiceToken {
-	out := ServiceToken{ID: t.ID, Name: t.Name, Role: t.Role, Project: t.Project, Environments: t.Environments,
-		ExpiresAt: t.ExpiresAt.UTC(), IssuedBy: t.IssuedBy, IssuedAt: t.IssuedAt.UTC(), RevokedBy: t.RevokedBy, RevokeReason: t.RevokeReason,
-		Status: "active"}
-	if out.Environments == nil {
-		out.Environments = []string{}
-	}
-	switch {
-	case t.RevokedAt != nil:
-		at := t.RevokedAt.UTC()
-		out.RevokedAt, out.Status = &at, "revoked"
-	case !s.now().Before(t.ExpiresAt):
-		out.Status = "expired"
-	}
-	return out
-}
+func (s *Server) serviceToken(t projections.Token) ServiceToken { return tokenAt(t, s.now()) }
 
 // listTokens lists the tokens the caller can see, revoked and expired
 // ones included, in the order they were issued.
