@@ -15,6 +15,7 @@ import (
 	"stele.dev/stele/app"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/merkle"
+	"stele.dev/stele/eventstore/witness"
 	"stele.dev/stele/projections"
 )
 
@@ -24,12 +25,16 @@ import (
 // hashes that commit to them, never an event's content, stream or tenant.
 // Any signed-in caller may read them, so that an auditor can keep
 // checkpoints and later check that the log was only ever appended to.
+// With Config.PublicLog the checkpoint, the key and the tlog-tiles
+// endpoints (tiles.go) are public, for witnesses and generic clients.
 
 func (s *Server) mountLedger(r chi.Router) {
 	r.Get("/ledger/head", s.ledgerHead)
-	r.Get("/ledger/checkpoint", s.ledgerCheckpoint)
 	r.Get("/ledger/status", s.ledgerStatus)
-	r.Get("/ledger/key", s.ledgerKey)
+	r.Get("/ledger/witnessed", s.ledgerWitnessed)
+	if !s.cfg.PublicLog {
+		s.mountLog(r) // the checkpoint, the key and the tiles
+	}
 	r.Get("/ledger/proof/consistency", s.ledgerConsistency)
 	r.Get("/ledger/proof/inclusion", s.ledgerInclusion)
 }
@@ -79,6 +84,9 @@ type LedgerCheckpoint struct {
 	RootHash  string    `json:"root_hash"`
 	Note      string    `json:"note"`
 	CreatedAt time.Time `json:"created_at"`
+	// Cosignatures are the witnesses' cosignatures of the checkpoint,
+	// when asked for with cosigned=true (their lines are then in Note).
+	Cosignatures []LedgerCosignature `json:"cosignatures,omitempty"`
 }
 
 func (s *Server) ledgerCheckpoint(w http.ResponseWriter, r *http.Request) {
@@ -87,29 +95,40 @@ func (s *Server) ledgerCheckpoint(w http.ResponseWriter, r *http.Request) {
 		problem(w, r, http.StatusNotAcceptable, "not_acceptable", "the checkpoint is served as text/plain (the signed note) or application/json")
 		return
 	}
-	if s.cfg.Ledger == nil {
-		s.fail(w, r, errNoLedger)
+	cosigned := false
+	if v := r.URL.Query().Get("cosigned"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "cosigned", Detail: "cosigned: want true or false"})
+			return
+		}
+		cosigned = b
+	}
+	cp, ok := s.latestCheckpoint(w, r)
+	if !ok {
 		return
 	}
-	cp, err := s.cfg.Ledger.LatestCheckpoint(r.Context())
-	if errors.Is(err, eventstore.ErrNotFound) {
-		problem(w, r, http.StatusNotFound, "not_found", "the ledger has no signed checkpoint yet")
-		return
-	}
-	if err != nil {
-		s.fail(w, r, ledgerErr(err))
-		return
+	signed := cp.Note
+	var cs []witness.Cosignature
+	if cosigned {
+		var err error
+		if cs, err = s.cosignatures(r, cp); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		signed = witness.AppendCosignatures(cp.Note, cs)
 	}
 	w.Header().Set("Vary", "Accept")
 	if kind == "text/plain" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusOK)
-		w.Write(cp.Note)
+		w.Write(signed)
 		return
 	}
 	origin, _, _ := strings.Cut(string(cp.Note), "\n")
-	writeJSON(w, http.StatusOK, LedgerCheckpoint{Origin: origin, Size: cp.Size, RootHash: cp.Root.String(), Note: string(cp.Note), CreatedAt: cp.CreatedAt.UTC()})
+	writeJSON(w, http.StatusOK, LedgerCheckpoint{Origin: origin, Size: cp.Size, RootHash: cp.Root.String(), Note: string(signed), CreatedAt: cp.CreatedAt.UTC(),
+		Cosignatures: ledgerCosignatures(cs)})
 }
 
 // negotiate picks the first of offers that the Accept header accepts with

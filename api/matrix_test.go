@@ -149,6 +149,13 @@ func TestAuthorizationMatrix(t *testing.T) {
 		approvalOf[who], pollOf[who] = c.ID, c.PollToken
 	}
 	tokenOf := map[string]string{}
+	// fullTile: a checkpoint covers a full tile (256 events).
+	fullTile := func(t *testing.T, who string) {
+		if must(h.Store.LatestCheckpoint(ctx)).Size < 256 {
+			fill(t, h, 256)
+			must((&checkpoint.Checkpointer{Store: h.Store, Signer: signer}).Checkpoint(ctx))
+		}
+	}
 
 	rules := []mrule{
 		{op: "health", method: "GET", path: fixed("/healthz"), min: public},
@@ -286,6 +293,14 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{op: "getLedgerKey", method: "GET", path: fixed("/v1/ledger/key"), min: signedIn},
 		{op: "getLedgerConsistencyProof", method: "GET", path: fixed("/v1/ledger/proof/consistency?from=1"), min: signedIn},
 		{op: "getLedgerInclusionProof", method: "GET", path: fixed("/v1/ledger/proof/inclusion?position=1"), min: signedIn},
+		{op: "getLedgerWitnessed", method: "GET", path: fixed("/v1/ledger/witnessed"), min: signedIn},
+		// The log for transparency-log clients: signed-in callers here;
+		// public with PublicLog (tiles_test.go).
+		{op: "getLogCheckpoint", method: "GET", path: fixed("/v1/ledger/log/checkpoint"), min: signedIn},
+		{op: "getLogPartialTile", method: "GET", path: fixed("/v1/ledger/log/tile/0/000.p/1"), min: signedIn},
+		{op: "getLogPartialEntryBundle", method: "GET", path: fixed("/v1/ledger/log/tile/entries/000.p/1"), min: signedIn},
+		{op: "getLogTile", method: "GET", path: fixed("/v1/ledger/log/tile/0/000"), min: signedIn, setup: fullTile},
+		{op: "getLogEntryBundle", method: "GET", path: fixed("/v1/ledger/log/tile/entries/000"), min: signedIn, setup: fullTile},
 	}
 
 	// Every operation has exactly one row.

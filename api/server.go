@@ -95,6 +95,15 @@ type Config struct {
 	// CheckpointKey is the verifier key of the ledger's checkpoint signer,
 	// published at /v1/ledger/key; nil: that endpoint answers 404.
 	CheckpointKey *checkpoint.Verifier
+	// PublicLog lets anyone, signed in or not, read what a
+	// transparency-log client or witness needs: the C2SP tlog-tiles
+	// endpoints (/v1/ledger/log/…), the latest checkpoint and the
+	// checkpoints' key. Off: signed-in callers only, like the other
+	// ledger endpoints.
+	PublicLog bool
+	// Witnesses holds the witnesses' cosignatures of checkpoints; nil:
+	// none are served.
+	Witnesses Witnesses
 	// KeepAlive is how often a change stream with nothing to say sends a
 	// comment (default 15s).
 	KeepAlive time.Duration
@@ -220,6 +229,9 @@ func (s *Server) routes() http.Handler {
 		// collects before anyone vouches for it.
 		s.mountAuth(r)
 		s.mountPublicApprovals(r)
+		if s.cfg.PublicLog {
+			s.mountLog(r)
+		}
 		r.Group(func(r chi.Router) {
 			r.Use(s.requireIdentity)
 			s.mountMe(r)
