@@ -18,6 +18,7 @@ import (
 
 	"stele.dev/stele/crypto/pgstore"
 	"stele.dev/stele/eventstore/postgres"
+	"stele.dev/stele/eventstore/witness"
 	"stele.dev/stele/internal/pglocal"
 	"stele.dev/stele/projections"
 )
@@ -139,6 +140,9 @@ func migrateAll(ctx context.Context, pool *pgxpool.Pool) error {
 		return err
 	}
 	if err := pgstore.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	if err := witness.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	return projections.Migrate(ctx, pool)

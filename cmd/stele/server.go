@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +27,7 @@ import (
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/eventstore/verify"
+	"stele.dev/stele/eventstore/witness"
 	"stele.dev/stele/projections"
 )
 
@@ -37,6 +40,8 @@ type Server struct {
 	App       *app.Service
 	Projector *projections.Projector // nil with NoProjector
 	API       *api.Server
+	// Witnesses asks the configured witnesses to cosign checkpoints.
+	Witnesses *witness.Cosigner
 	Logger    *slog.Logger
 	TLS       bool // serving HTTPS
 	// BootstrapToken is the owner token made on an empty ledger (shown
@@ -89,6 +94,12 @@ type apiFlags struct {
 	// sends email_verified.
 	OIDCSessionTTL      time.Duration
 	OIDCNoEmailVerified bool
+
+	// PublicLog serves the tlog-tiles endpoints, the checkpoint and the
+	// key to anyone; Witnesses are the witnesses (<verifier key>@<URL>)
+	// asked to cosign each checkpoint.
+	PublicLog bool
+	Witnesses []string
 }
 
 func (f *apiFlags) register(fs *pflag.FlagSet) {
@@ -105,6 +116,8 @@ func (f *apiFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.BootstrapOrg, "bootstrap-org", "default", "on an empty ledger, create this organization and an owner token for it")
 	fs.StringVar(&f.BootstrapOwner, "bootstrap-owner", "", "on an empty ledger, make this person (an e-mail address) the first organization's owner (default $STELE_BOOTSTRAP_OWNER)")
 	fs.Float64Var(&f.RatePerSecond, "rate-limit", 100, "requests per second allowed to each token, session or anonymous address (bursts of twice as many)")
+	fs.BoolVar(&f.PublicLog, "public-log", false, "serve the transparency log (/v1/ledger/log/: C2SP tlog-tiles), the latest checkpoint and its key to anyone, with no credential, for witnesses and monitors (default $STELE_PUBLIC_LOG, else signed-in callers only)")
+	fs.StringArrayVar(&f.Witnesses, "witness", nil, "ask this witness to cosign each checkpoint (C2SP tlog-witness): <name>+<key hash>+<base64 key>@<https URL prefix>; repeat for several (default $STELE_WITNESSES, separated by spaces)")
 }
 
 func (f *apiFlags) fromEnv() {
@@ -117,6 +130,27 @@ func (f *apiFlags) fromEnv() {
 			*v.dst = os.Getenv(v.env)
 		}
 	}
+	if len(f.Witnesses) == 0 {
+		f.Witnesses = strings.Fields(os.Getenv("STELE_WITNESSES"))
+	}
+}
+
+// witnesses parses the configured witnesses.
+func (f *apiFlags) witnesses() ([]witness.Witness, error) {
+	out := make([]witness.Witness, 0, len(f.Witnesses))
+	seen := map[string]bool{}
+	for _, spec := range f.Witnesses {
+		w, err := witness.Parse(spec)
+		if err != nil {
+			return nil, fmt.Errorf("--witness: %w", err)
+		}
+		if seen[w.Key] {
+			return nil, fmt.Errorf("--witness: %s is given twice", w.Name)
+		}
+		seen[w.Key] = true
+		out = append(out, w)
+	}
+	return out, nil
 }
 
 // StartServer connects to the database, migrates it, opens the ledger,
@@ -137,6 +171,10 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	if err != nil {
 		return fail(err)
 	}
+	witnesses, err := cfg.API.witnesses()
+	if err != nil {
+		return fail(usageError{err})
+	}
 	material := pgstore.New(pool)
 	kek, err := openKEK(ctx, &cfg.Keys, cfg.DB.dev, material, logger)
 	if err != nil {
@@ -154,6 +192,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		return fail(err)
 	}
 	s := &Server{Addr: ln.Addr().String(), Store: store, Signer: signer, App: svc, Logger: logger, pool: pool, ln: ln}
+	s.Witnesses = &witness.Cosigner{Log: store, Store: witness.NewStore(pool), Witnesses: witnesses, Logger: logger}
 	if s.BootstrapToken, s.BootstrapFile, err = bootstrap(ctx, svc, &cfg, logger); err != nil {
 		cancel()
 		ln.Close()
@@ -166,7 +205,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		History:   &projections.History{Pool: pool, Store: store},
 		PublicURL: cfg.API.PublicURL, Secure: cfg.API.TLSCert != "" || cfg.API.TrustProxy, TrustProxy: cfg.API.TrustProxy,
 		DevSignIn: cfg.API.DevSignIn, RatePerSecond: cfg.API.RatePerSecond, RateBurst: int(2 * cfg.API.RatePerSecond),
-		CheckpointKey: signer.Verifier()}
+		CheckpointKey: signer.Verifier(), PublicLog: cfg.API.PublicLog, Witnesses: s.Witnesses}
 	if cfg.API.OIDCIssuer != "" {
 		apiCfg.OIDC = &api.OIDCConfig{Issuer: cfg.API.OIDCIssuer, ClientID: cfg.API.OIDCClientID, ClientSecret: cfg.API.OIDCClientSecret,
 			SessionTTL: cfg.API.OIDCSessionTTL, NoEmailVerifiedClaim: cfg.API.OIDCNoEmailVerified}
@@ -214,7 +253,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 	}
 	s.Projector = projector
-	s.wg.Add(5)
+	s.wg.Add(6)
 	go func() {
 		defer s.wg.Done()
 		defer closePub()
@@ -230,6 +269,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 	}()
 	go func() { defer s.wg.Done(); runVerifier(bg, store, signer, cfg.VerifyInterval, logger) }()
 	go func() { defer s.wg.Done(); cp.Run(bg, cfg.CheckpointInterval) }()
+	go func() { defer s.wg.Done(); s.Witnesses.Run(bg) }()
 	go func() {
 		defer s.wg.Done()
 		if n, err := svc.CleanKeyMaterial(bg); err != nil {
@@ -252,7 +292,7 @@ func StartServer(ctx context.Context, cfg ServerConfig) (*Server, error) {
 		}
 	}()
 	logger.Info("stele server listening", "addr", s.Addr, "log_origin", signer.Origin(), "signing_key", source,
-		"checkpoint_interval", cfg.CheckpointInterval.String(), "kek", kek.URI())
+		"checkpoint_interval", cfg.CheckpointInterval.String(), "kek", kek.URI(), "public_log", cfg.API.PublicLog, "witnesses", len(witnesses))
 	return s, nil
 }
 
@@ -314,6 +354,16 @@ token (shown once, and written to <data-dir>/bootstrap-token).`,
 				cfg.Listen = v
 			}
 			cfg.API.fromEnv()
+			if v := os.Getenv("STELE_PUBLIC_LOG"); v != "" && !cmd.Flags().Changed("public-log") {
+				b, err := strconv.ParseBool(v)
+				if err != nil {
+					return usageError{fmt.Errorf("STELE_PUBLIC_LOG=%q: want true or false", v)}
+				}
+				cfg.API.PublicLog = b
+			}
+			if _, err := cfg.API.witnesses(); err != nil {
+				return usageError{err}
+			}
 			if (cfg.API.TLSCert == "") != (cfg.API.TLSKey == "") {
 				return usageError{errors.New("--tls-cert and --tls-key go together")}
 			}
@@ -347,6 +397,22 @@ token (shown once, and written to <data-dir>/bootstrap-token).`,
 	return cmd
 }
 
+// logAccess says who may follow the transparency log, and who cosigns it.
+func logAccess(f apiFlags) string {
+	who := "signed-in callers; --public-log opens it to witnesses and monitors"
+	if f.PublicLog {
+		who = "public"
+	}
+	switch n := len(f.Witnesses); n {
+	case 0:
+	case 1:
+		who += "; 1 witness cosigns"
+	default:
+		who += fmt.Sprintf("; %d witnesses cosign", n)
+	}
+	return who
+}
+
 func printBanner(cmd *cobra.Command, s *Server, cfg ServerConfig) {
 	dbFlag := "--database-url \"$DATABASE_URL\""
 	if cfg.DB.dev {
@@ -367,7 +433,8 @@ Stele is running.
   API             %[1]s/v1   (description: %[1]s/v1/openapi.yaml)
   ledger key      %[2]s
   verify          stele ledger verify %[3]s --key '%[2]s'
-`, base, s.Signer.Verifier().String(), dbFlag)
+  tlog-tiles      %[1]s/v1/ledger/log/   (%[4]s)
+`, base, s.Signer.Verifier().String(), dbFlag, logAccess(cfg.API))
 	fmt.Fprintln(out, "Sign in:")
 	if s.BootstrapToken != "" {
 		fmt.Fprintf(out, "  owner token     %s   (shown once; also in %s, mode 0600)\n", s.BootstrapToken, s.BootstrapFile)
