@@ -138,6 +138,23 @@ func validQuery(w http.ResponseWriter, r *http.Request) bool {
 
 // queryTime reads an optional RFC 3339 time from the query (zero when
 // absent), in UTC; on a bad value it answers and returns false.
+// queryWindow reads the optional from and to query parameters; when both
+// are given, from must come before to. On a bad value it answers and
+// returns false.
+func queryWindow(w http.ResponseWriter, r *http.Request) (from, to time.Time, ok bool) {
+	if from, ok = queryTime(w, r, "from"); !ok {
+		return
+	}
+	if to, ok = queryTime(w, r, "to"); !ok {
+		return
+	}
+	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "to", Detail: "to: the window is empty: want from before to"})
+		return from, to, false
+	}
+	return from, to, true
+}
+
 func queryTime(w http.ResponseWriter, r *http.Request, name string) (time.Time, bool) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
@@ -374,16 +391,8 @@ func (s *Server) readStats(w http.ResponseWriter, r *http.Request) {
 	if !validQuery(w, r) {
 		return
 	}
-	from, ok := queryTime(w, r, "from")
+	from, to, ok := queryWindow(w, r)
 	if !ok {
-		return
-	}
-	to, ok := queryTime(w, r, "to")
-	if !ok {
-		return
-	}
-	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
-		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "to", Detail: "to: the window is empty: want from before to"})
 		return
 	}
 	if !s.awaitPosition(w, r, "access") {

@@ -21,6 +21,7 @@ import (
 
 	"stele.dev/stele/app"
 	"stele.dev/stele/domain"
+	"stele.dev/stele/internal/syncbuf"
 )
 
 var screenshots = flag.Bool("screenshots", false, "write a screenshot of each main page to docs/screenshots/")
@@ -164,7 +165,7 @@ var steleBinary = sync.OnceValues(func() (string, error) {
 type cliRequest struct {
 	cmd    *exec.Cmd
 	stdout *bytes.Buffer
-	stderr *syncBuffer
+	stderr *syncbuf.Buffer
 	URL    string
 	Code   string
 	done   chan error
@@ -184,7 +185,7 @@ func startRequest(t *testing.T, h *harness, args ...string) *cliRequest {
 	}
 	cmd := exec.Command(bin, append([]string{"request", "--server", h.URL, "--ca-file", ca}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}
-	c := &cliRequest{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	c := &cliRequest{cmd: cmd, stdout: &bytes.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout = c.stdout
 	pipe, err := cmd.StderrPipe()
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"stele.dev/stele/api"
 	"stele.dev/stele/app"
 	"stele.dev/stele/domain"
+	"stele.dev/stele/internal/syncbuf"
 )
 
 // chgArrive is how long a change may take to reach a stream.
@@ -34,8 +35,8 @@ type sseStream struct {
 	resp   *http.Response
 	cancel context.CancelFunc
 	events chan sseEvent
-	ended  chan struct{} // closed when the body ends
-	raw    *syncBuffer   // every byte read
+	ended  chan struct{}   // closed when the body ends
+	raw    *syncbuf.Buffer // every byte read
 }
 
 // watch opens a change stream; a refusal is returned as a response.
@@ -72,7 +73,7 @@ func watchWith(t *testing.T, client *http.Client, base, path, cred string, heade
 		b, _ := io.ReadAll(resp.Body)
 		return nil, response{status: resp.StatusCode, header: resp.Header, body: b}
 	}
-	s := &sseStream{t: t, resp: resp, cancel: cancel, events: make(chan sseEvent, 1000), ended: make(chan struct{}), raw: &syncBuffer{}}
+	s := &sseStream{t: t, resp: resp, cancel: cancel, events: make(chan sseEvent, 1000), ended: make(chan struct{}), raw: &syncbuf.Buffer{}}
 	go s.read()
 	t.Cleanup(s.close)
 	return s, response{status: resp.StatusCode, header: resp.Header}

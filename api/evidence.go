@@ -57,16 +57,8 @@ func (s *Server) auditEvidence(w http.ResponseWriter, r *http.Request) {
 	if !validQuery(w, r) {
 		return
 	}
-	from, ok := queryTime(w, r, "from")
+	from, to, ok := queryWindow(w, r)
 	if !ok {
-		return
-	}
-	to, ok := queryTime(w, r, "to")
-	if !ok {
-		return
-	}
-	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
-		writeProblemDoc(w, r, Problem{Status: http.StatusBadRequest, Code: "invalid_request", Field: "to", Detail: "to: the window is empty: want from before to"})
 		return
 	}
 	if s.cfg.Ledger == nil {

@@ -33,6 +33,7 @@ import (
 	"stele.dev/stele/domain"
 	"stele.dev/stele/eventstore/postgres"
 	"stele.dev/stele/internal/pgtest"
+	"stele.dev/stele/internal/syncbuf"
 	"stele.dev/stele/projections"
 )
 
@@ -194,7 +195,7 @@ type harness struct {
 	Store  *postgres.Store
 	Pool   *pgxpool.Pool
 	Reader *projections.Reader
-	Logs   *syncBuffer
+	Logs   *syncbuf.Buffer
 	client *http.Client
 
 	// Projector keeps the read models; StopProjector and StartProjector
@@ -223,7 +224,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 			t.Fatal(err)
 		}
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := postgres.Open(ctx, pool, postgres.Options{Logger: logger})
 	if err != nil {
@@ -484,23 +485,6 @@ func must[T any](v T, err error) T {
 		panic(fmt.Sprintf("unexpected error: %v", err))
 	}
 	return v
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // operations lists the description's operation ids (for tests that walk

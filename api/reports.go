@@ -208,14 +208,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var ok bool
-	if q.from, ok = queryTime(w, r, "from"); !ok {
-		return
-	}
-	if q.to, ok = queryTime(w, r, "to"); !ok {
-		return
-	}
-	if !q.from.IsZero() && !q.to.IsZero() && !q.from.Before(q.to) {
-		bad("to", "the window is empty: want from before to")
+	if q.from, q.to, ok = queryWindow(w, r); !ok {
 		return
 	}
 	if q.days, ok = queryInt(w, r, "days", 0, 0, 36500); !ok {

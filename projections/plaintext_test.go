@@ -1,18 +1,17 @@
 package projections_test
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
 
 	"stele.dev/stele/app"
 	"stele.dev/stele/domain"
+	"stele.dev/stele/internal/syncbuf"
 	"stele.dev/stele/projections"
 )
 
@@ -21,7 +20,7 @@ import (
 // back to) so that every path a value takes has run.
 func TestNoPlaintextInProjections(t *testing.T) {
 	e := newEnv(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.proj = projections.New(projections.Config{Pool: e.pool, Store: e.store, Logger: logger}, projections.All()...)
 	e.start(t)
@@ -87,21 +86,4 @@ func encodings(v string) []string {
 	b := []byte(v)
 	return []string{v, base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b),
 		base64.URLEncoding.EncodeToString(b), base64.RawURLEncoding.EncodeToString(b), hex.EncodeToString(b)}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -26,6 +26,7 @@ import (
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/internal/aptget"
 	"stele.dev/stele/internal/pgtest"
+	"stele.dev/stele/internal/syncbuf"
 )
 
 // cliServer is a real stele server on a random port, with an
@@ -968,7 +969,7 @@ func TestClientCommandsHaveExamples(t *testing.T) {
 // request shows a QR code and counts down to the expiry.
 func TestCLIOnATerminal(t *testing.T) {
 	cs := newCLIServer(t)
-	startTTY := func(args ...string) (*exec.Cmd, *os.File, *syncBuffer) {
+	startTTY := func(args ...string) (*exec.Cmd, *os.File, *syncbuf.Buffer) {
 		cmd := exec.Command(steleBin, args...)
 		cmd.Env = mergeEnv(cs.env, []string{"TERM=xterm"})
 		cmd.Dir = cs.dir
@@ -977,11 +978,11 @@ func TestCLIOnATerminal(t *testing.T) {
 			t.Skipf("no pseudo-terminal here: %v", err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); tty.Close() })
-		out := &syncBuffer{}
+		out := &syncbuf.Buffer{}
 		go io.Copy(out, tty)
 		return cmd, tty, out
 	}
-	waitOut := func(out *syncBuffer, want string) {
+	waitOut := func(out *syncbuf.Buffer, want string) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for !strings.Contains(out.String(), want) {
@@ -1017,22 +1018,4 @@ func TestCLIOnATerminal(t *testing.T) {
 		t.Fatalf("no countdown: %q", screen)
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
-}
-
-// syncBuffer is a buffer one goroutine fills while another reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

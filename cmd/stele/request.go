@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -86,12 +85,7 @@ standard output.`,
 			if err != nil {
 				return err
 			}
-			names := make([]string, 0, len(d.Values))
-			for n := range d.Values {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			fmt.Fprintf(errw, "Received %d %s.\n", len(names), plural(len(names), "value", "values"))
+			fmt.Fprintf(errw, "Received %d %s.\n", len(d.Values), plural(len(d.Values), "value", "values"))
 			if len(args) > 0 {
 				code, err := run.runOnce(c, args, d.Values)
 				clear(d.Values)
@@ -100,11 +94,7 @@ standard output.`,
 				}
 				return exitCode(code)
 			}
-			entries := make([]envfile.Entry, 0, len(names))
-			for _, n := range names {
-				entries = append(entries, envfile.Entry{Name: n, Value: d.Values[n]})
-			}
-			out, err := f.Format(entries)
+			out, err := formatValues(f, d.Values)
 			clear(d.Values)
 			if err != nil {
 				return err

@@ -366,16 +366,7 @@ the ledger (channel export).`,
 			if err != nil {
 				return err
 			}
-			names := make([]string, 0, len(got.values))
-			for n := range got.values {
-				names = append(names, n)
-			}
-			slices.Sort(names)
-			entries := make([]envfile.Entry, 0, len(names))
-			for _, n := range names {
-				entries = append(entries, envfile.Entry{Name: n, Value: got.values[n]})
-			}
-			out, err := f.Format(entries)
+			out, err := formatValues(f, got.values)
 			clear(got.values)
 			if err != nil {
 				return err
@@ -394,4 +385,18 @@ the ledger (channel export).`,
 	cmd.Flags().StringVarP(&format, "format", "f", "sh", "sh, fish, dotenv, json or yaml")
 	cmd.Flags().StringVar(&reason, "reason", "", "why the values are read (recorded in the ledger with each read)")
 	return cmd
+}
+
+// formatValues writes values in format f, sorted by name.
+func formatValues(f envfile.Format, values map[string]string) ([]byte, error) {
+	names := make([]string, 0, len(values))
+	for n := range values {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	entries := make([]envfile.Entry, 0, len(names))
+	for _, n := range names {
+		entries = append(entries, envfile.Entry{Name: n, Value: values[n]})
+	}
+	return f.Format(entries)
 }

@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"stele.dev/stele/eventstore/witness"
 	"stele.dev/stele/eventstore/witness/witnesstest"
 	"stele.dev/stele/internal/pgtest"
+	"stele.dev/stele/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -79,7 +79,7 @@ type fixture struct {
 	store   *witness.Store
 	pool    *pgxpool.Pool
 	c       *witness.Cosigner
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	counter int
 }
 
@@ -114,7 +114,7 @@ func newFixtureWith(t *testing.T, st *memstore.Store, signer *checkpoint.Signer)
 	f := &fixture{log: st, signer: signer, cpr: &checkpoint.Checkpointer{Store: st, Signer: signer}, wt: wt, srv: srv, w: w}
 	f.pool = newPool(t)
 	f.store = witness.NewStore(f.pool)
-	f.logs = &syncBuffer{}
+	f.logs = &syncbuf.Buffer{}
 	f.c = &witness.Cosigner{Log: st, Store: f.store, Witnesses: []witness.Witness{w}, Poll: 10 * time.Millisecond, MaxBackoff: 40 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(f.logs, nil))}
 	return f
@@ -390,23 +390,6 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // The worked example of docs/ledger-format.md §9: the vectors' checkpoint
