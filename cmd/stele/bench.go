@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"runtime"
 	"runtime/pprof"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,12 +54,23 @@ type ledgerBench struct {
 	CopyEventsPerSec float64 `json:"copy_baseline_events_per_sec,omitempty"`
 	RatioToCopy      float64 `json:"ratio_to_copy,omitempty"`
 
+	// Verification against the database (verify.Store) beside the rate
+	// PostgreSQL sends the same rows at (a binary COPY of them, read and
+	// dropped), measured in the same run.
 	VerifyEventsPerSec  float64 `json:"verify_db_events_per_sec,omitempty"`
-	VerifyMemEventsPerS float64 `json:"verify_mem_events_per_sec,omitempty"`
-	SHA256EventsPerSec  float64 `json:"sha256_events_per_sec,omitempty"`
-	VerifyRatioToSHA256 float64 `json:"verify_mem_ratio_to_sha256,omitempty"`
-	GOMAXPROCS          int     `json:"gomaxprocs"`
-	Schema              string  `json:"schema,omitempty"`
+	DBReadEventsPerSec  float64 `json:"db_read_events_per_sec,omitempty"`
+	VerifyDBRatioToRead float64 `json:"verify_db_ratio_to_read,omitempty"`
+	// Verification in memory (verify.Records) beside raw SHA-256 over the
+	// same canonical bytes, both on every core (GOMAXPROCS goroutines) and
+	// both on one core (GOMAXPROCS=1).
+	VerifyMemEventsPerS  float64 `json:"verify_mem_events_per_sec,omitempty"`
+	SHA256EventsPerSec   float64 `json:"sha256_events_per_sec,omitempty"`
+	VerifyRatioToSHA256  float64 `json:"verify_mem_ratio_to_sha256,omitempty"`
+	VerifyMem1EventsPerS float64 `json:"verify_mem_1core_events_per_sec,omitempty"`
+	SHA2561EventsPerSec  float64 `json:"sha256_1core_events_per_sec,omitempty"`
+	Verify1RatioToSHA256 float64 `json:"verify_mem_1core_ratio_to_sha256,omitempty"`
+	GOMAXPROCS           int     `json:"gomaxprocs"`
+	Schema               string  `json:"schema,omitempty"`
 	// Runs is how many measurements the figures are the medians of.
 	Runs             int       `json:"runs"`
 	EventsPerSecRuns []float64 `json:"events_per_sec_runs,omitempty"`
@@ -84,8 +97,13 @@ it): your ledger is not touched.
 --baseline also measures pgx CopyFrom of the same rows (same columns,
 constraints and indexes, one transaction) in the same run: the raw rate
 this machine's PostgreSQL accepts such rows at. --verify also verifies the
-appended log from the database, in memory, and times raw SHA-256 over the
-same canonical bytes.`,
+appended log from the database (beside the rate PostgreSQL sends the same
+rows at, as a binary COPY that is read and dropped) and in memory (beside
+raw SHA-256 over the same canonical bytes, both sides on every core, then
+both on one core).
+
+--cpuprofile writes a CPU profile of the append phase; batches and
+events_per_batch say how the writer grouped the appends into commits.`,
 		Example: `  stele bench ledger --dev --events 20000 --concurrency 64 --baseline --verify`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if events < 1 || concurrency < 1 || size < 200 || size > eventstore.MaxDataSize || runs < 1 {
@@ -193,17 +211,28 @@ func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (
 		res.RatioToCopy = math.Round(res.EventsPerSec/rate*1000) / 1000
 	}
 	if o.verify {
-		rep, err := verify.Store(ctx, store, verify.Options{})
-		if err != nil {
-			return res, err
+		var verifies, reads, ratios []float64
+		for range 3 {
+			rep, err := verify.Store(ctx, store, verify.Options{})
+			if err != nil {
+				return res, err
+			}
+			read, err := benchReadLog(ctx, pool, rep.Events)
+			if err != nil {
+				return res, err
+			}
+			verifies, reads = append(verifies, rep.EventsPerSecond()), append(reads, read)
+			ratios = append(ratios, rep.EventsPerSecond()/read)
 		}
-		res.VerifyEventsPerSec = round(rep.EventsPerSecond())
+		res.VerifyEventsPerSec, res.DBReadEventsPerSec = round(median(verifies)), round(median(reads))
+		res.VerifyDBRatioToRead = math.Round(median(ratios)*1000) / 1000
 		recs, err := readAllRecords(ctx, store)
 		if err != nil {
 			return res, err
 		}
-		res.SHA256EventsPerSec, res.VerifyMemEventsPerS = benchVerifyMem(recs)
-		res.VerifyRatioToSHA256 = math.Round(res.VerifyMemEventsPerS/res.SHA256EventsPerSec*1000) / 1000
+		procs := runtime.GOMAXPROCS(0)
+		res.SHA256EventsPerSec, res.VerifyMemEventsPerS, res.VerifyRatioToSHA256 = benchVerifyMem(recs, procs)
+		res.SHA2561EventsPerSec, res.VerifyMem1EventsPerS, res.Verify1RatioToSHA256 = benchVerifyMem(recs, 1)
 	}
 	return res, nil
 }
@@ -238,9 +267,14 @@ func medianBench(all []ledgerBench) ledgerBench {
 	out.CopyEventsPerSec = med(func(r ledgerBench) float64 { return r.CopyEventsPerSec })
 	out.RatioToCopy = med(func(r ledgerBench) float64 { return r.RatioToCopy })
 	out.VerifyEventsPerSec = med(func(r ledgerBench) float64 { return r.VerifyEventsPerSec })
+	out.DBReadEventsPerSec = med(func(r ledgerBench) float64 { return r.DBReadEventsPerSec })
+	out.VerifyDBRatioToRead = med(func(r ledgerBench) float64 { return r.VerifyDBRatioToRead })
 	out.VerifyMemEventsPerS = med(func(r ledgerBench) float64 { return r.VerifyMemEventsPerS })
 	out.SHA256EventsPerSec = med(func(r ledgerBench) float64 { return r.SHA256EventsPerSec })
 	out.VerifyRatioToSHA256 = med(func(r ledgerBench) float64 { return r.VerifyRatioToSHA256 })
+	out.VerifyMem1EventsPerS = med(func(r ledgerBench) float64 { return r.VerifyMem1EventsPerS })
+	out.SHA2561EventsPerSec = med(func(r ledgerBench) float64 { return r.SHA2561EventsPerSec })
+	out.Verify1RatioToSHA256 = med(func(r ledgerBench) float64 { return r.Verify1RatioToSHA256 })
 	for _, r := range all {
 		out.EventsPerSecRuns = append(out.EventsPerSecRuns, r.EventsPerSec)
 	}
@@ -363,37 +397,88 @@ func readAllRecords(ctx context.Context, s eventstore.Store) ([]eventstore.Recor
 	}
 }
 
+// benchReadLog returns the rate at which PostgreSQL sends the log's rows
+// as verify.Store reads them (every column, a binary COPY of blocks of
+// 16384 positions, two connections taking turns) to a reader that drops
+// them: the bound of verification against the database.
+func benchReadLog(ctx context.Context, pool *pgxpool.Pool, end uint64) (float64, error) {
+	const block, readers = 16384, 2
+	start := time.Now()
+	var rows atomic.Int64
+	errs := make(chan error, readers)
+	for k := range uint64(readers) {
+		go func() {
+			errs <- func() error {
+				conn, err := pool.Acquire(ctx)
+				if err != nil {
+					return err
+				}
+				defer conn.Release()
+				for from := 1 + k*block; from <= end; from += readers * block {
+					tag, err := conn.Conn().PgConn().CopyTo(ctx, io.Discard, fmt.Sprintf(`COPY (SELECT position, stream_version,
+						recorded_at, event_id, prev_hash, hash, tree, stream_id, type, actor, tenant, request_id, client_addr,
+						causation_id, correlation_id, data FROM ledger_events WHERE position BETWEEN %d AND %d ORDER BY position)
+						TO STDOUT (FORMAT binary)`, from, min(from+block-1, end)))
+					if err != nil {
+						return err
+					}
+					rows.Add(tag.RowsAffected())
+				}
+				return nil
+			}()
+		}()
+	}
+	for range readers {
+		if err := <-errs; err != nil {
+			return 0, err
+		}
+	}
+	return float64(rows.Load()) / time.Since(start).Seconds(), nil
+}
+
+func median(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
 // benchVerifyMem times raw SHA-256 over the records' canonical bytes
-// (encoded beforehand) and full verification of the records, in memory:
-// the median of five runs each.
-func benchVerifyMem(recs []eventstore.Record) (shaRate, verifyRate float64) {
+// (encoded beforehand) and full verification of the records in memory
+// (verify.Records), both with GOMAXPROCS set to procs and the hashing
+// spread over that many goroutines, alternately, five times each. It
+// returns the median rates and the median of the per-round ratios.
+func benchVerifyMem(recs []eventstore.Record, procs int) (shaRate, verifyRate, ratio float64) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 	canon := make([][]byte, len(recs))
 	for i := range recs {
 		canon[i] = eventstore.AppendCanonical(nil, &recs[i])
 	}
-	var shas, verifies []float64
-	computed := make([]eventstore.Hash, len(recs))
+	var shas, verifies, ratios []float64
 	for range 5 {
 		t0 := time.Now()
-		var sink byte
-		for _, c := range canon {
-			h := sha256.Sum256(c)
-			sink ^= h[0]
+		var wg sync.WaitGroup
+		chunk := (len(canon) + procs - 1) / procs
+		for lo := 0; lo < len(canon); lo += chunk {
+			wg.Add(1)
+			go func(part [][]byte) {
+				defer wg.Done()
+				for _, c := range part {
+					sha256.Sum256(c)
+				}
+			}(canon[lo:min(lo+chunk, len(canon))])
 		}
-		_ = sink
-		shas = append(shas, float64(len(recs))/time.Since(t0).Seconds())
+		wg.Wait()
+		sha := float64(len(recs)) / time.Since(t0).Seconds()
 
-		t0 = time.Now()
-		v, _ := verify.NewVerifier(verify.Options{})
-		verify.HashAll(recs, computed, runtime.GOMAXPROCS(0))
-		for i := range recs {
-			if err := v.Record(&recs[i], computed[i], nil); err != nil {
-				panic(err)
-			}
+		rep, err := verify.Records(recs, verify.Options{})
+		if err != nil {
+			panic(err)
 		}
-		verifies = append(verifies, float64(len(recs))/time.Since(t0).Seconds())
+		shas, verifies = append(shas, sha), append(verifies, rep.EventsPerSecond())
+		ratios = append(ratios, rep.EventsPerSecond()/sha)
 	}
-	slices.Sort(shas)
-	slices.Sort(verifies)
-	return round(shas[2]), round(verifies[2])
+	return round(median(shas)), round(median(verifies)), math.Round(median(ratios)*1000) / 1000
 }

@@ -9,6 +9,7 @@ package merkle
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/bits"
@@ -21,7 +22,10 @@ import (
 // LeafHash returns the Merkle leaf hash of an event hash:
 // SHA-256(0x00 || eventHash).
 func LeafHash(eventHash eventstore.Hash) eventstore.Hash {
-	return eventstore.Hash(tlog.RecordHash(eventHash[:]))
+	// tlog.RecordHash computes the same, through an allocated hash.Hash.
+	var b [1 + eventstore.HashSize]byte
+	copy(b[1:], eventHash[:])
+	return sha256.Sum256(b[:])
 }
 
 // EmptyRoot is the root hash of the empty tree, SHA-256 of no bytes.
@@ -55,8 +59,14 @@ func (f *Frontier) Size() uint64 { return f.size }
 // this entry adds to the stored tree, in tlog.StoredHashes order: the
 // leaf hash, then each interior node it completes.
 func (f *Frontier) Append(dst []eventstore.Hash, entry eventstore.Hash) []eventstore.Hash {
-	h := tlog.RecordHash(entry[:])
-	dst = append(dst, eventstore.Hash(h))
+	return f.AppendLeaf(dst, LeafHash(entry))
+}
+
+// AppendLeaf is Append given the entry's leaf hash (LeafHash), computed
+// beforehand (possibly in parallel).
+func (f *Frontier) AppendLeaf(dst []eventstore.Hash, leaf eventstore.Hash) []eventstore.Hash {
+	h := tlog.Hash(leaf)
+	dst = append(dst, leaf)
 	level := 0
 	for n := len(f.peaks); n > 0 && f.peaks[n-1].level == level; n = len(f.peaks) {
 		h = tlog.NodeHash(f.peaks[n-1].hash, h)

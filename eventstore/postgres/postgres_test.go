@@ -332,3 +332,83 @@ func TestVerifierKeyIsSetOnce(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// ScanLog streams exactly what ReadAll and ReadTree read: the canonical
+// encoding of each record, its stored hash and its stored tree hashes, in
+// order, in batches, for any range.
+func TestScanLogMatchesReadAll(t *testing.T) {
+	s, _ := newStore(t)
+	for i := range 5000 {
+		ev := storetest.Ev("thing.happened", fmt.Sprint(i))
+		if i%7 == 0 {
+			ev.Metadata.CausationID, ev.Metadata.CorrelationID = "cause-ü", fmt.Sprint("corr-", i)
+		}
+		if i%11 == 0 {
+			ev.Data = nil
+		}
+		if _, err := s.Append(t.Context(), fmt.Sprintf("s-%d", i%13), eventstore.Any, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := readAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := s.ReadTree(t.Context(), 1, len(recs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		block uint64
+		rng   [2]uint64
+	}{
+		{0, [2]uint64{1, 5000}}, {0, [2]uint64{1, 1 << 62}}, {0, [2]uint64{17, 4200}}, {0, [2]uint64{4999, 5000}},
+		{0, [2]uint64{6000, 7000}}, {0, [2]uint64{5, 4}},
+		// Two connections taking turns by blocks of 300 or 1000 positions.
+		{300, [2]uint64{1, 5000}}, {300, [2]uint64{17, 4200}}, {1000, [2]uint64{1, 1 << 62}}, {1000, [2]uint64{2500, 4999}},
+	} {
+		rng := c.rng
+		restore := func() {}
+		if c.block > 0 {
+			restore = postgres.SetScanBlock(c.block)
+		}
+		var got []eventstore.StoredEvent
+		batches := 0
+		err := s.ScanLog(t.Context(), rng[0], rng[1], func(b []eventstore.StoredEvent) error {
+			batches++
+			got = append(got, b...)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		from, to := rng[0], min(rng[1], uint64(len(recs)))
+		want := 0
+		if from <= to {
+			want = int(to - from + 1)
+		}
+		if len(got) != want {
+			t.Fatalf("range %v: %d events in %d batches, want %d", rng, len(got), batches, want)
+		}
+		for i, e := range got {
+			r := &recs[int(from)-1+i]
+			if string(e.Canonical) != string(eventstore.AppendCanonical(nil, r)) || e.Hash != r.Hash {
+				t.Fatalf("range %v: position %d differs from ReadAll", rng, r.Position)
+			}
+			var tr []byte
+			for _, h := range tree[int(from)-1+i].Hashes {
+				tr = append(tr, h[:]...)
+			}
+			if string(e.Tree) != string(tr) {
+				t.Fatalf("range %v: position %d: tree hashes differ from ReadTree", rng, r.Position)
+			}
+		}
+		restore()
+	}
+	defer postgres.SetScanBlock(300)()
+	// An error from fn stops the scan and is returned.
+	stop := errors.New("stop")
+	if err := s.ScanLog(t.Context(), 1, 5000, func([]eventstore.StoredEvent) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("ScanLog = %v, want the callback's error", err)
+	}
+}

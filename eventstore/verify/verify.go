@@ -8,7 +8,10 @@ package verify
 import (
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"time"
+	"unsafe"
 
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
@@ -95,16 +98,18 @@ type Verifier struct {
 	trusted  *eventstore.Checkpoint
 	next     uint64
 	prev     eventstore.Hash
-	last     time.Time
+	last     int64 // recorded time of the last event, µs since 1970
 	frontier merkle.Frontier
-	streams  map[string]uint64
+	streams  map[string]*uint64 // last version of each stream
 	tree     []eventstore.Hash
 	report   Report
+
+	treeBytes []byte // Record's stored tree hashes, concatenated
 }
 
 // NewVerifier returns a Verifier expecting position 1.
 func NewVerifier(opts Options) (*Verifier, error) {
-	v := &Verifier{opts: opts, next: 1, streams: map[string]uint64{}}
+	v := &Verifier{opts: opts, next: 1, last: math.MinInt64, streams: map[string]*uint64{}}
 	v.report.Signed = opts.Key != nil
 	if len(opts.Trusted) > 0 {
 		if opts.Key == nil {
@@ -132,50 +137,100 @@ func (v *Verifier) Size() uint64 { return v.frontier.Size() }
 // r.Hash is the hash the log stored. tree, if not nil, holds the Merkle
 // hashes the log stored for this record.
 func (v *Verifier) Record(r *eventstore.Record, computed eventstore.Hash, tree []eventstore.Hash) error {
+	v.treeBytes = v.treeBytes[:0]
+	for i := range tree {
+		v.treeBytes = append(v.treeBytes, tree[i][:]...)
+	}
+	return v.check(r.Position, r.PrevHash, r.Hash, computed, r.RecordedAt.UnixMicro(), r.StreamID, r.StreamVersion, v.treeBytes, tree != nil, nil)
+}
+
+// Stored checks the next event, read as the store holds it. computed is
+// the SHA-256 of e.Canonical, computed by the caller (possibly in
+// parallel). The encoding must be well formed (eventstore.CheckCanonical).
+// e.Tree is compared with the recomputed Merkle hashes unless it is nil.
+func (v *Verifier) Stored(e *eventstore.StoredEvent, computed eventstore.Hash) error {
+	return v.stored(e, computed, nil)
+}
+
+// stored is Stored with, if leaf is not nil, the Merkle leaf hash of
+// e.Hash computed beforehand.
+func (v *Verifier) stored(e *eventstore.StoredEvent, computed eventstore.Hash, leaf *eventstore.Hash) error {
+	pos, prev, version, at, stream := e.Header()
+	var name string // a view of the bytes: check copies it before keeping it
+	if len(stream) > 0 {
+		name = unsafe.String(&stream[0], len(stream))
+	}
+	return v.check(pos, prev, e.Hash, computed, at, name, version, e.Tree, e.Tree != nil, leaf)
+}
+
+// check checks the next event and, if it passes, makes it the last one.
+// tree holds the stored Merkle hashes (compared only if hasTree). stream
+// may alias a buffer: check keeps a copy. leaf, if not nil, is the Merkle
+// leaf hash of stored, computed beforehand.
+func (v *Verifier) check(pos uint64, prev, stored, computed eventstore.Hash, at int64, stream string, version uint64, tree []byte, hasTree bool, leaf *eventstore.Hash) error {
 	switch {
-	case r.Position < v.next:
-		return fail(v.next, "position %d appears again after position %d (events reordered or duplicated)", r.Position, v.next-1)
-	case r.Position > v.next:
-		return fail(v.next, "event missing: the next stored event is at position %d", r.Position)
+	case pos < v.next:
+		return fail(v.next, "position %d appears again after position %d (events reordered or duplicated)", pos, v.next-1)
+	case pos > v.next:
+		return fail(v.next, "event missing: the next stored event is at position %d", pos)
 	}
-	if r.PrevHash != v.prev {
-		return fail(r.Position, "previous hash %s does not match the hash %s of position %d (an event was changed, removed, inserted or reordered)",
-			short(r.PrevHash), short(v.prev), r.Position-1)
+	if prev != v.prev {
+		return fail(pos, "previous hash %s does not match the hash %s of position %d (an event was changed, removed, inserted or reordered)",
+			short(prev), short(v.prev), pos-1)
 	}
-	if computed != r.Hash {
-		return fail(r.Position, "stored hash %s differs from the hash of the event's content %s (the event was changed)", short(r.Hash), short(computed))
+	if computed != stored {
+		return fail(pos, "stored hash %s differs from the hash of the event's content %s (the event was changed)", short(stored), short(computed))
 	}
-	if r.RecordedAt.Before(v.last) {
-		return fail(r.Position, "recorded at %s, before the previous event (%s)", r.RecordedAt.Format(time.RFC3339Nano), v.last.Format(time.RFC3339Nano))
+	if at < v.last {
+		return fail(pos, "recorded at %s, before the previous event (%s)", micros(at).Format(time.RFC3339Nano), micros(v.last).Format(time.RFC3339Nano))
 	}
-	if want := v.streams[r.StreamID] + 1; r.StreamVersion != want {
-		return fail(r.Position, "stream %q version %d, want %d", r.StreamID, r.StreamVersion, want)
+	cur := v.streams[stream]
+	want := uint64(1)
+	if cur != nil {
+		want = *cur + 1
 	}
-	v.tree = v.frontier.Append(v.tree[:0], r.Hash)
-	if tree != nil {
-		if len(tree) != len(v.tree) {
-			return fail(r.Position, "%d stored Merkle hashes, want %d", len(tree), len(v.tree))
+	if version != want {
+		return fail(pos, "stream %q version %d, want %d", stream, version, want)
+	}
+	if hasTree && len(tree)%eventstore.HashSize != 0 {
+		return fail(pos, "stored Merkle hashes of %d bytes, not a multiple of %d", len(tree), eventstore.HashSize)
+	}
+	if leaf != nil {
+		v.tree = v.frontier.AppendLeaf(v.tree[:0], *leaf)
+	} else {
+		v.tree = v.frontier.Append(v.tree[:0], stored)
+	}
+	if hasTree {
+		if n := len(tree) / eventstore.HashSize; n != len(v.tree) {
+			return fail(pos, "%d stored Merkle hashes, want %d", n, len(v.tree))
 		}
-		for i := range tree {
-			if tree[i] != v.tree[i] {
-				return fail(r.Position, "stored Merkle hash %d is %s, recomputed %s", i, short(tree[i]), short(v.tree[i]))
+		for i := range v.tree {
+			if string(tree[i*eventstore.HashSize:(i+1)*eventstore.HashSize]) != string(v.tree[i][:]) {
+				var got eventstore.Hash
+				copy(got[:], tree[i*eventstore.HashSize:])
+				return fail(pos, "stored Merkle hash %d is %s, recomputed %s", i, short(got), short(v.tree[i]))
 			}
 		}
-		v.report.TreeHashes += uint64(len(tree))
+		v.report.TreeHashes += uint64(len(v.tree))
 	}
-	v.streams[r.StreamID] = r.StreamVersion
-	v.prev, v.last = r.Hash, r.RecordedAt
+	if cur != nil {
+		*cur = version
+	} else {
+		v.streams[strings.Clone(stream)] = &version
+	}
+	v.prev, v.last = stored, at
 	v.next++
 	if v.report.Events == 0 {
-		v.report.First = r.RecordedAt
+		v.report.First = micros(at)
 	}
 	v.report.Events++
-	v.report.Last = r.RecordedAt
 	if v.trusted != nil && v.trusted.Size == v.frontier.Size() {
 		return v.checkTrusted()
 	}
 	return nil
 }
+
+func micros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
 // Checkpoint checks a stored checkpoint. It must be given once every
 // record up to its size has been given, and before any later record.
@@ -212,6 +267,9 @@ func (v *Verifier) checkTrusted() error {
 
 // Finish checks what can only be checked at the end and returns the report.
 func (v *Verifier) Finish() (Report, error) {
+	if v.report.Events > 0 {
+		v.report.Last = micros(v.last)
+	}
 	v.report.Head = v.prev
 	v.report.Root = v.frontier.Root()
 	if v.trusted != nil && v.trusted.Size > v.frontier.Size() {
