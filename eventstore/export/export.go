@@ -212,14 +212,14 @@ func Verify(r io.Reader, opts verify.Options) (Meta, verify.Report, error) {
 	const block = 4096
 	workers := runtime.GOMAXPROCS(0)
 	items := make([]item, 0, block)
-	recs := make([]eventstore.Record, block)
+	evs := make([]eventstore.StoredEvent, block)
 	computed := make([]eventstore.Hash, block)
 	var checkpoints, lastCheckpoint uint64
 	var sawCheckpointAtEnd bool
 
 	flush := func() error {
-		recs = recs[:len(items)]
-		errs := parseAndHash(items, recs, computed, workers)
+		evs = evs[:len(items)]
+		errs := checkAndHash(items, evs, computed, workers)
 		for i, it := range items {
 			if it.raw == nil {
 				size, root, err := openCheckpoint(opts, it.checkpoint)
@@ -239,7 +239,7 @@ func Verify(r io.Reader, opts verify.Options) (Meta, verify.Report, error) {
 			if errs[i] != nil {
 				return fmt.Errorf("%w: event after position %d: %v", ErrFormat, v.Size(), errs[i])
 			}
-			if err := v.Record(&recs[i], computed[i], nil); err != nil {
+			if err := v.Stored(&evs[i], computed[i]); err != nil {
 				return err
 			}
 		}
@@ -343,11 +343,12 @@ type item struct {
 	checkpoint []byte
 }
 
-// parseAndHash decodes each event item into recs[i] (its stored hash in
-// Hash) and sets computed[i] to the SHA-256 of its canonical bytes, in
-// parallel: the exact bytes in the file are hashed, never re-encoded. It
-// returns per-item decoding errors, or nil when there are none.
-func parseAndHash(items []item, recs []eventstore.Record, computed []eventstore.Hash, workers int) []error {
+// checkAndHash checks that each event item is well formed, points evs[i]
+// at its canonical bytes and stored hash, and sets computed[i] to the
+// SHA-256 of those bytes, in parallel: the exact bytes in the file are
+// hashed, never re-encoded, and nothing is decoded into strings. It
+// returns per-item errors, or a slice of nils when there are none.
+func checkAndHash(items []item, evs []eventstore.StoredEvent, computed []eventstore.Hash, workers int) []error {
 	chunk := max((len(items)+workers-1)/workers, 256)
 	var errs []error
 	var mu sync.Mutex
@@ -365,9 +366,10 @@ func parseAndHash(items []item, recs []eventstore.Record, computed []eventstore.
 				var err error
 				if len(raw) < eventstore.HashSize {
 					err = fmt.Errorf("event frame of %d bytes", len(raw))
-				} else if recs[i], err = eventstore.ParseCanonical(raw[eventstore.HashSize:]); err == nil {
-					copy(recs[i].Hash[:], raw[:eventstore.HashSize])
-					computed[i] = sha256.Sum256(raw[eventstore.HashSize:])
+				} else if err = eventstore.CheckCanonical(raw[eventstore.HashSize:]); err == nil {
+					evs[i] = eventstore.StoredEvent{Canonical: raw[eventstore.HashSize:]}
+					copy(evs[i].Hash[:], raw[:eventstore.HashSize])
+					computed[i] = sha256.Sum256(evs[i].Canonical)
 				}
 				if err != nil {
 					mu.Lock()
