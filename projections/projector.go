@@ -175,10 +175,19 @@ func (p *Projector) handler(pr Projection) message.NoPublishHandlerFunc {
 				"projection", pr.Name(), "err", ie.msg)
 			return fmt.Errorf("%w: %s: %s", ErrHalted, pr.Name(), ie.msg)
 		}
+		if err != nil && msg.Context().Err() != nil {
+			return nil // stopping (see below)
+		}
 		if err != nil {
 			return err
 		}
 		pos, err := apply(msg.Context(), p.cfg.Pool, pr, liveNames, pr.Name(), evs)
+		if err != nil && msg.Context().Err() != nil {
+			// Stopping: the cancelled transaction committed nothing, the
+			// subscriber stops with the same context, and the projection
+			// resumes from its recorded position. Not an error to report.
+			return nil
+		}
 		if errors.Is(err, ErrHalted) {
 			p.log.Error("PROJECTION HALTED: the log failed an integrity check; it serves no newer data until rebuilt",
 				"projection", pr.Name(), "position", pos, "err", err)

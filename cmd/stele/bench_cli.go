@@ -23,9 +23,11 @@ import (
 type cliBench struct {
 	Runs    int `json:"runs"`
 	Secrets int `json:"secrets"`
-	// Scenarios by name: "true" (the bare program), "run" (stele run --
-	// true), "run_no_verify_log" (the same without the ledger check),
-	// "export_sh" (stele export --format sh).
+	// Scenarios by name: "true" (the bare program), "version" (stele
+	// version: starting the binary), "run" (stele run -- true),
+	// "run_no_verify_log" (the same without the ledger check), "export_sh"
+	// (stele export --format sh), "export_request" (the HTTP request that
+	// stele run makes, alone, from a warm client: the server's share).
 	Scenarios map[string]cliTimes `json:"scenarios"`
 	// RunOverheadMs is the median of run minus the median of true.
 	RunOverheadMs float64 `json:"run_overhead_ms"`
@@ -51,11 +53,15 @@ times each, interleaved so that the machine's drift hits every scenario
 alike:
 
   true               the bare program (/bin/true), the floor
+  version            stele version: what starting the binary costs
   run                stele run -- true (reads every secret, each read an
                      event in the ledger, and checks the ledger's
                      checkpoint against the one remembered)
   run_no_verify_log  the same without the ledger check
   export_sh          stele export --format sh
+  export_request     the export request of stele run alone, over a
+                     kept-alive connection from this process: the
+                     server's share
 
 and print one JSON object with the median, 90th percentile and minimum of
 each, and the overhead of stele run over the bare program.`,
@@ -142,6 +148,7 @@ each, and the overhead of stele run over the bare program.`,
 				argv []string
 			}{
 				{"true", []string{truePath}},
+				{"version", []string{self, "version"}},
 				{"run", []string{self, "run", "--", truePath}},
 				{"run_no_verify_log", []string{self, "run", "--no-verify-log", "--", truePath}},
 				{"export_sh", []string{self, "export", "--format", "sh"}},
@@ -175,6 +182,25 @@ each, and the overhead of stele run over the bare program.`,
 					}
 					times[s.name] = append(times[s.name], d)
 				}
+			}
+			// The server's share: the export request of stele run alone, from
+			// this process over a kept-alive connection.
+			body, _ := json.Marshal(map[string]any{"format": "json", "channel": "cli-run"})
+			for range runs {
+				req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/orgs/bench/projects/app/envs/prod/export", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+srv.BootstrapToken)
+				req.Header.Set("Content-Type", "application/json")
+				start := time.Now()
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return err
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					return fmt.Errorf("export: %d", resp.StatusCode)
+				}
+				times["export_request"] = append(times["export_request"], time.Since(start))
 			}
 			out := cliBench{Runs: runs, Secrets: secrets, Scenarios: map[string]cliTimes{}}
 			ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
