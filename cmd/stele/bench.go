@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -13,6 +14,8 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +53,14 @@ type ledgerBench struct {
 	// appends; EventsPerBatch the mean events in one.
 	Batches        float64 `json:"batches"`
 	EventsPerBatch float64 `json:"events_per_batch"`
+	// CPU time per appended event, of this process (the appenders and the
+	// store) and of its PostgreSQL backends, and the same per row of the
+	// CopyFrom baseline. Read from /proc: only when PostgreSQL runs on
+	// this machine.
+	ClientCPUus     float64 `json:"client_cpu_us_per_event,omitempty"`
+	ServerCPUus     float64 `json:"server_cpu_us_per_event,omitempty"`
+	CopyClientCPUus float64 `json:"copy_client_cpu_us_per_row,omitempty"`
+	CopyServerCPUus float64 `json:"copy_server_cpu_us_per_row,omitempty"`
 
 	CopyEventsPerSec float64 `json:"copy_baseline_events_per_sec,omitempty"`
 	RatioToCopy      float64 `json:"ratio_to_copy,omitempty"`
@@ -103,7 +114,10 @@ raw SHA-256 over the same canonical bytes, both sides on every core, then
 both on one core).
 
 --cpuprofile writes a CPU profile of the append phase; batches and
-events_per_batch say how the writer grouped the appends into commits.`,
+events_per_batch say how the writer grouped the appends into commits; when
+PostgreSQL runs on this machine, the *_cpu_us_* figures give the CPU time
+of this process and of its PostgreSQL backends per event (and per row of
+the baseline), read from /proc.`,
 		Example: `  stele bench ledger --dev --events 20000 --concurrency 64 --baseline --verify`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if events < 1 || concurrency < 1 || size < 200 || size > eventstore.MaxDataSize || runs < 1 {
@@ -159,6 +173,7 @@ func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (
 	}
 	cfg := admin.Config().Copy()
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	cfg.ConnConfig.RuntimeParams["application_name"] = schema
 	cfg.MaxConns = 8
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
@@ -185,12 +200,17 @@ func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (
 		}
 	}
 	st0 := store.Stats()
+	cpu := startCPU(ctx, pool, schema)
 	res, err := benchAppend(ctx, store, o.events, o.concurrency, o.size)
 	if o.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
 	if err != nil {
 		return res, err
+	}
+	if client, server, ok := cpu.stop(ctx); ok {
+		res.ClientCPUus = math.Round(client.Seconds()*1e7/float64(o.events)) / 10
+		res.ServerCPUus = math.Round(server.Seconds()*1e7/float64(o.events)) / 10
 	}
 	st := store.Stats()
 	if b := st.FastBatches + st.SlowBatches - st0.FastBatches - st0.SlowBatches; b > 0 {
@@ -203,9 +223,13 @@ func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (
 		res.Schema = schema
 	}
 	if o.baseline {
-		rate, err := benchCopy(ctx, pool, o.events, o.size)
+		rate, client, server, err := benchCopyCPU(ctx, pool, schema, o.events, o.size)
 		if err != nil {
 			return res, err
+		}
+		if client > 0 || server > 0 {
+			res.CopyClientCPUus = math.Round(client.Seconds()*1e7/float64(o.events)) / 10
+			res.CopyServerCPUus = math.Round(server.Seconds()*1e7/float64(o.events)) / 10
 		}
 		res.CopyEventsPerSec = round(rate)
 		res.RatioToCopy = math.Round(res.EventsPerSec/rate*1000) / 1000
@@ -264,6 +288,10 @@ func medianBench(all []ledgerBench) ledgerBench {
 	out.MaxMs = med(func(r ledgerBench) float64 { return r.MaxMs })
 	out.Batches = med(func(r ledgerBench) float64 { return r.Batches })
 	out.EventsPerBatch = med(func(r ledgerBench) float64 { return r.EventsPerBatch })
+	out.ClientCPUus = med(func(r ledgerBench) float64 { return r.ClientCPUus })
+	out.ServerCPUus = med(func(r ledgerBench) float64 { return r.ServerCPUus })
+	out.CopyClientCPUus = med(func(r ledgerBench) float64 { return r.CopyClientCPUus })
+	out.CopyServerCPUus = med(func(r ledgerBench) float64 { return r.CopyServerCPUus })
 	out.CopyEventsPerSec = med(func(r ledgerBench) float64 { return r.CopyEventsPerSec })
 	out.RatioToCopy = med(func(r ledgerBench) float64 { return r.RatioToCopy })
 	out.VerifyEventsPerSec = med(func(r ledgerBench) float64 { return r.VerifyEventsPerSec })
@@ -354,8 +382,16 @@ func benchAppend(ctx context.Context, store *postgres.Store, events, concurrency
 // tree, computed beforehand) into a copy of the events table in one
 // CopyFrom, and returns rows per second.
 func benchCopy(ctx context.Context, pool *pgxpool.Pool, events, size int) (float64, error) {
+	rate, _, _, err := benchCopyCPU(ctx, pool, "", events, size)
+	return rate, err
+}
+
+// benchCopyCPU is benchCopy that also returns the CPU time this process
+// and the pool's backends named app (see cpuMeter) used for the copy, or
+// zeros when that cannot be measured.
+func benchCopyCPU(ctx context.Context, pool *pgxpool.Pool, app string, events, size int) (rate float64, client, server time.Duration, err error) {
 	if _, err := pool.Exec(ctx, `CREATE TABLE bench_copy (LIKE ledger_events INCLUDING ALL)`); err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	rows := make([][]any, events)
 	var f merkle.Frontier
@@ -377,12 +413,15 @@ func benchCopy(ctx context.Context, pool *pgxpool.Pool, events, size int) (float
 	}
 	cols := []string{"position", "stream_id", "stream_version", "event_id", "type", "data", "actor", "tenant", "request_id",
 		"client_addr", "causation_id", "correlation_id", "recorded_at", "prev_hash", "hash", "tree"}
+	cpu := startCPU(ctx, pool, app)
 	start := time.Now()
 	n, err := pool.CopyFrom(ctx, pgx.Identifier{"bench_copy"}, cols, pgx.CopyFromRows(rows))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	rate = float64(n) / time.Since(start).Seconds()
+	client, server, _ = cpu.stop(ctx)
+	return rate, client, server, nil
 }
 
 func readAllRecords(ctx context.Context, s eventstore.Store) ([]eventstore.Record, error) {
@@ -481,4 +520,83 @@ func benchVerifyMem(recs []eventstore.Record, procs int) (shaRate, verifyRate, r
 		ratios = append(ratios, rep.EventsPerSecond()/sha)
 	}
 	return round(median(shas)), round(median(verifies)), math.Round(median(ratios)*1000) / 1000
+}
+
+// cpuMeter measures the CPU time this process and the PostgreSQL backends
+// of a pool (those whose application_name is app) use. It reads /proc, so
+// it measures only on Linux with PostgreSQL on the same machine.
+type cpuMeter struct {
+	pool    *pgxpool.Pool
+	app     string
+	self    time.Duration
+	backend map[int]time.Duration
+	ok      bool
+}
+
+func startCPU(ctx context.Context, pool *pgxpool.Pool, app string) *cpuMeter {
+	m := &cpuMeter{pool: pool, app: app}
+	if app == "" {
+		return m
+	}
+	m.self, m.ok = procCPU("self")
+	m.backend = m.backends(ctx)
+	return m
+}
+
+// stop returns the CPU time used since startCPU by this process and by the
+// backends; ok is false when it could not be measured.
+func (m *cpuMeter) stop(ctx context.Context) (client, server time.Duration, ok bool) {
+	self, ok := procCPU("self")
+	if !ok || !m.ok {
+		return 0, 0, false
+	}
+	now := m.backends(ctx)
+	if len(now) == 0 {
+		return 0, 0, false
+	}
+	for pid, t := range now {
+		server += t - m.backend[pid]
+	}
+	return self - m.self, server, true
+}
+
+func (m *cpuMeter) backends(ctx context.Context) map[int]time.Duration {
+	out := map[int]time.Duration{}
+	rows, err := m.pool.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE application_name = $1`, m.app)
+	if err != nil {
+		return out
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			if t, ok := procCPU(strconv.Itoa(pid)); ok {
+				out[pid] = t
+			}
+		}
+	}
+	return out
+}
+
+// procCPU returns the user and system CPU time of a process (a pid or
+// "self") from /proc/<pid>/stat, in clock ticks of 10 ms.
+func procCPU(pid string) (time.Duration, bool) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
 }
