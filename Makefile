@@ -24,10 +24,14 @@ test:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 # Go benchmarks, then the ledger benchmark at 1, 16 and 64 appenders with
-# its CopyFrom baseline and verification figures (see docs/benchmarks.md).
+# its CopyFrom baseline and verification figures, the read models, the
+# HTTP API and the CLI (see docs/benchmarks.md for each one's figures).
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./eventstore/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./eventstore/... ./crypto/... ./app/...
 	for c in 1 16 64; do $(BIN) bench ledger --dev --events $(BENCH_EVENTS) --concurrency $$c --runs 5 --baseline --verify; done
+	$(BIN) bench projections --dev
+	$(BIN) bench api --dev --clients 16,64 --duration 5s
+	$(BIN) bench cli --dev --runs 40
 
 lint:
 	$(GO) vet ./...
