@@ -79,6 +79,9 @@ func (r *runFlags) runOnce(c *cobra.Command, argv []string, values map[string]st
 	if err := r.check(); err != nil {
 		return 0, err
 	}
+	if c.Context().Err() != nil { // a signal came while the values were read
+		return 0, errors.New("interrupted before the command started")
+	}
 	p, err := r.child(c, argv, values).Start()
 	if err != nil {
 		return 0, err
@@ -274,6 +277,19 @@ func (r *runFlags) watch(c *cobra.Command, s *session, env cli.Env, p pick, reas
 				// This process is asked to end: let the command end, and
 				// restart nothing.
 				<-proc.Done()
+				clear(f.values)
+				return exitCode(proc.ExitCode())
+			case <-ctx.Done():
+				// Asked to end as well, possibly by a signal that came
+				// while no command ran (during a restart), which nothing
+				// passed on: then ask the command to end now.
+				select {
+				case <-proc.Terminated():
+					<-proc.Done()
+				case <-proc.Done():
+				case <-time.After(100 * time.Millisecond):
+					proc.Stop(r.grace)
+				}
 				clear(f.values)
 				return exitCode(proc.ExitCode())
 			case err := <-errc:
