@@ -449,6 +449,9 @@ Stele is running.
 	if cfg.API.DevSignIn {
 		fmt.Fprintf(out, "  development     %s/v1/auth/dev   (--dev-sign-in: anyone can sign in as anyone; never use it in production)\n", base)
 	}
+	if cfg.API.DevSignIn || cfg.API.OIDCIssuer != "" {
+		fmt.Fprintf(out, "  the CLI         STELE_ADDR=%s bin/stele login   (approve it in the browser; then stele run -- CMD, see docs/cli.md)\n", base)
+	}
 	if cfg.API.OIDCIssuer == "" && !cfg.API.DevSignIn {
 		fmt.Fprintln(out, "  people          no sign-in for people is configured: set --oidc-issuer and --oidc-client-id")
 	}
