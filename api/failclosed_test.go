@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"stele.dev/stele/api"
 	"stele.dev/stele/app"
 	"stele.dev/stele/domain"
 )
@@ -12,7 +13,8 @@ import (
 // event is durable. Here the database itself refuses to take events (a
 // trigger that raises on every insert into the ledger, the way a
 // read-only replica or a full disk would refuse): the reveal answers 503
-// with no value, nothing is appended, and reads of metadata, which come
+// with no value, and so do bulk reveals, exports and the collection of
+// an approved request (which stays collectable), nothing is appended, and reads of metadata, which come
 // from the read models, keep working.
 func TestRevealFailsClosed(t *testing.T) {
 	h := newHarness(t)
@@ -28,6 +30,14 @@ func TestRevealFailsClosed(t *testing.T) {
 	if !strings.Contains(string(r.body), value) {
 		t.Fatalf("the reveal before the failure: %s", r.body)
 	}
+	const other = "sk_live_other-value-for-bulk"
+	must(h.App.SetSecret(ctx, owner, domain.SecretRef{Org: "acme", Project: "web", Env: "production", Name: "API_KEY"}, app.SetSecret{Value: []byte(other)}))
+	// An approved request waiting to be collected when the failure starts.
+	keys := newApprKeys(t)
+	var c api.ApprovalCreated
+	h.post("/v1/approvals", "", map[string]any{"kind": "secrets", "public_key": keys.public(), "org": "acme", "project": "web",
+		"env": "production", "keys": []string{"DB_URL"}}).expect(t, 201).decode(t, &c)
+	h.post("/v1/approvals/"+c.ID+"/approve", h.Bob, map[string]any{"keys": []string{"DB_URL"}}).expect(t, 200)
 
 	if _, err := h.Pool.Exec(ctx, `CREATE FUNCTION refuse_writes() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN RAISE EXCEPTION 'the ledger refuses writes (test)'; END $$`); err != nil {
@@ -44,6 +54,21 @@ func TestRevealFailsClosed(t *testing.T) {
 		t.Fatalf("the refused reveal answered %s", r.body)
 	}
 	h.put(path, h.Bob, map[string]any{"value": "new value"}).expectProblem(t, 503, "ledger_unavailable")
+	// Many values at once (their reads run concurrently): none of them.
+	env := "/v1/orgs/acme/projects/web/envs/production"
+	for _, r := range []response{
+		h.post(env+"/reveal", h.Bob, map[string]any{"names": []string{"DB_URL", "API_KEY"}}),
+		h.post(env+"/export", h.Bob, map[string]any{"format": "dotenv"}),
+		h.post(env+"/export", h.Bob, map[string]any{"format": "json", "channel": "cli-run"}),
+		h.post("/v1/approvals/"+c.ID+"/collect", "", map[string]any{"poll_token": c.PollToken}),
+	} {
+		r.expectProblem(t, 503, "ledger_unavailable")
+		for _, v := range []string{value, other, "correct-horse", "sk_live"} {
+			if strings.Contains(string(r.body), v) || strings.Contains(string(r.body), "sealed_box") {
+				t.Fatalf("a refused read answered %s", r.body)
+			}
+		}
+	}
 	if got := must(h.App.Head(ctx)); got != head {
 		t.Fatalf("the log moved from %d to %d while refusing writes", head, got)
 	}
@@ -55,6 +80,12 @@ func TestRevealFailsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.post(path+"/reveal", h.Bob, map[string]any{"reason": "after"}).expect(t, 200)
+	// The approved request was not used up by the refused collection.
+	var d api.ApprovalDelivery
+	h.post("/v1/approvals/"+c.ID+"/collect", "", map[string]any{"poll_token": c.PollToken}).expect(t, 200).decode(t, &d)
+	if !strings.Contains(string(keys.open(t, d)), value) {
+		t.Fatal("the delivery after the failure lacks the value")
+	}
 	for _, line := range strings.Split(h.Logs.String(), "\n") {
 		if strings.Contains(line, "correct-horse") {
 			t.Fatalf("a value reached the log: %s", line)
