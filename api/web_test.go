@@ -4,10 +4,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 
 	"stele.dev/stele/api"
+	"stele.dev/stele/app"
+	"stele.dev/stele/domain"
 )
 
 // browserClient is a cookie-keeping client for pages (which are not part
@@ -124,5 +127,38 @@ func TestPagesSignInAndOut(t *testing.T) {
 	css := b.get("/static/stele.css")
 	if css.status != 200 || !strings.Contains(string(css.body), "--accent") {
 		t.Fatalf("stylesheet: %d", css.status)
+	}
+}
+
+// The organization switcher lists exactly the organizations the person
+// belongs to, and leads to the one chosen; a malformed choice leads home.
+func TestOrganizationSwitcher(t *testing.T) {
+	h := newHarness(t, func(c *api.Config) { c.DevSignIn = true })
+	olga := app.Request{Actor: domain.Actor{Kind: domain.ActorUser, ID: "olga@example.com"}, RequestID: "test"}
+	must(h.App.CreateOrganization(ctx, olga, "initech", "Initech"))
+	must(h.App.GrantRole(ctx, olga, "globex", "ada@example.com", domain.RoleViewer, ""))
+	b := signedInBrowser(t, h, "ada@example.com")
+	page := b.get("/orgs/acme?min_position=" + strconv.FormatUint(must(h.App.Head(ctx)), 10)).page(t, 200)
+	i := strings.Index(page, `id="org-switch"`)
+	if i < 0 {
+		t.Fatalf("no switcher: %.400s", page)
+	}
+	sel := page[i : i+strings.Index(page[i:], "</select>")]
+	for _, want := range []string{`value="acme" selected`, `value="globex"`} {
+		if !strings.Contains(sel, want) {
+			t.Errorf("the switcher lacks %s: %s", want, sel)
+		}
+	}
+	if strings.Contains(sel, "initech") {
+		t.Errorf("the switcher shows an organization Ada is not in: %s", sel)
+	}
+	for query, want := range map[string]string{"org=globex": "/orgs/globex", "org=Not_A_Slug": "/", "": "/"} {
+		if r := b.get("/switch?" + query); r.status != 303 || r.header.Get("Location") != want {
+			t.Errorf("/switch?%s: %d %s, want %s", query, r.status, r.header.Get("Location"), want)
+		}
+	}
+	b.get("/orgs/globex").page(t, 200)
+	if r := b.get("/orgs/initech"); r.status != 404 {
+		t.Errorf("another tenant's page: %d", r.status)
 	}
 }
