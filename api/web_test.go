@@ -138,7 +138,7 @@ func TestOrganizationSwitcher(t *testing.T) {
 	must(h.App.CreateOrganization(ctx, olga, "initech", "Initech"))
 	must(h.App.GrantRole(ctx, olga, "globex", "ada@example.com", domain.RoleViewer, ""))
 	b := signedInBrowser(t, h, "ada@example.com")
-	page := b.get("/orgs/acme?min_position=" + strconv.FormatUint(must(h.App.Head(ctx)), 10)).page(t, 200)
+	page := b.get("/orgs/acme?min_position="+strconv.FormatUint(must(h.App.Head(ctx)), 10)).page(t, 200)
 	i := strings.Index(page, `id="org-switch"`)
 	if i < 0 {
 		t.Fatalf("no switcher: %.400s", page)
