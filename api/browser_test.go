@@ -438,7 +438,21 @@ func TestBrowserPagesRevealAndAudit(t *testing.T) {
 			t.Fatalf("the %s page lacks %q or is an error: %.500s", p.name, p.want, doc)
 		}
 		f.noValues(t, p.name)
+		if problems := read(t, f.b, "check labels and contrast", chromedp.Evaluate[[]string](accessibilityJS)); len(problems) > 0 {
+			t.Errorf("the %s page: %s", p.name, strings.Join(problems, "; "))
+		}
 		shot(t, f.b, p.name)
+	}
+
+	// The check itself finds what it looks for: faint text and a control
+	// without a label, added to the page from the outside.
+	// (Styles set through the DOM: the pages' CSP refuses inline ones.)
+	read(t, f.b, "add faint text and a bare input", chromedp.Evaluate[bool](`(() => { const m = document.querySelector('main');
+		const p = document.createElement('p'); p.textContent = 'faint'; p.style.color = '#aaa'; p.style.background = '#fff'; m.append(p);
+		const i = document.createElement('input'); i.name = 'bare'; m.append(i); return true; })()`))
+	if problems := read(t, f.b, "check the check", chromedp.Evaluate[[]string](accessibilityJS)); len(problems) != 2 ||
+		!strings.HasPrefix(problems[0], "unlabelled input bare") || !strings.Contains(problems[1], `"faint"`) {
+		t.Fatalf("the accessibility check found %q", problems)
 	}
 
 	// Reveal DB_URL from the environment page: exactly its value shows.
@@ -469,3 +483,40 @@ func TestBrowserPagesRevealAndAudit(t *testing.T) {
 // base64Key is a well-formed X25519 public key for requests whose
 // delivery the test never opens.
 func base64Key() string { return "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" }
+
+// accessibilityJS lists, in the page at hand, the form controls without a
+// label (a <label for>, an enclosing <label>, aria-label or
+// aria-labelledby) and the visible text whose contrast with its
+// background is under 4.5:1 (WCAG 2 AA for normal text; 3:1 for large
+// text), computed from the styles the browser applied.
+const accessibilityJS = `(() => {
+  const out = [];
+  for (const el of document.querySelectorAll('input, select, textarea')) {
+    if (el.type === 'hidden' || el.type === 'submit' || el.type === 'button') continue;
+    const labelled = (el.id && document.querySelector('label[for="' + CSS.escape(el.id) + '"]')) ||
+      el.closest('label') || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby');
+    if (!labelled) out.push('unlabelled ' + el.tagName.toLowerCase() + ' ' + (el.name || el.id));
+  }
+  const rgb = s => { const m = s.match(/rgba?\(([^)]+)\)/); if (!m) return null; const p = m[1].split(/[ ,\/]+/).filter(Boolean).map(Number); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  const background = el => {
+    for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c && c.a > 0.5) return c; }
+    return {r: 255, g: 255, b: 255, a: 1};
+  };
+  const seen = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const el = n.parentElement;
+    if (!el || !n.textContent.trim() || seen.has(el)) continue;
+    seen.add(el);
+    const st = getComputedStyle(el);
+    if (st.visibility === 'hidden' || st.display === 'none' || el.getClientRects().length === 0 || el.closest('svg')) continue;
+    const fg = rgb(st.color), bg = background(el);
+    if (!fg) continue;
+    const l1 = lum(fg), l2 = lum(bg), ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < need) out.push('contrast ' + ratio.toFixed(2) + ' < ' + need + ' for "' + n.textContent.trim().slice(0, 40) + '" (' + st.color + ' on ' + JSON.stringify(bg) + ')');
+  }
+  return out;
+})()`
