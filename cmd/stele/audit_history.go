@@ -138,18 +138,8 @@ type replayed struct {
 		ID   string `json:"id"`
 		Name string `json:"name"`
 	} `json:"organization"`
-	Environments []struct {
-		Project         string `json:"project"`
-		ID              string `json:"id"`
-		Name            string `json:"name"`
-		Production      bool   `json:"production"`
-		RotationSeconds int64  `json:"rotation_seconds"`
-		Approval        struct {
-			Reveal, Change bool
-			Approvers      int
-		} `json:"approval"`
-	} `json:"environments"`
-	Secrets []struct {
+	Environments []envView `json:"environments"`
+	Secrets      []struct {
 		Project         string    `json:"project"`
 		Env             string    `json:"env"`
 		Name            string    `json:"name"`
@@ -163,23 +153,7 @@ type replayed struct {
 		UpdatedAt       time.Time `json:"updated_at"`
 		UpdatedBy       string    `json:"updated_by"`
 	} `json:"secrets"`
-	Keysets []struct {
-		Project      string     `json:"project"`
-		Env          string     `json:"env"`
-		PrimaryKey   int64      `json:"primary_key"`
-		LastRotation *time.Time `json:"last_rotation"`
-		RotationDue  bool       `json:"rotation_due"`
-		Reseal       struct {
-			Complete bool  `json:"complete"`
-			Pending  int64 `json:"pending"`
-		} `json:"reseal"`
-		Keys []struct {
-			ID      int64     `json:"id"`
-			State   string    `json:"state"`
-			Primary bool      `json:"primary"`
-			AddedAt time.Time `json:"added_at"`
-		} `json:"keys"`
-	} `json:"keysets"`
+	Keysets []keysetView `json:"keysets"`
 	Members []struct {
 		User      string    `json:"user"`
 		Project   string    `json:"project"`
@@ -264,18 +238,7 @@ func printReplay(w io.Writer, org string, st replayed) error {
 	}
 	section("ENVIRONMENTS", "PROJECT/ENV\tNAME\tPRODUCTION\tKEY ROTATION\tAPPROVALS", len(st.Environments), func(tw io.Writer) {
 		for _, e := range st.Environments {
-			var ap []string
-			if e.Approval.Reveal {
-				ap = append(ap, "reveal")
-			}
-			if e.Approval.Change {
-				ap = append(ap, "change")
-			}
-			approvals := "-"
-			if len(ap) > 0 {
-				approvals = fmt.Sprintf("%s (%d)", strings.Join(ap, ", "), max(1, e.Approval.Approvers))
-			}
-			fmt.Fprintf(tw, "%s/%s\t%s\t%v\t%s\t%s\n", e.Project, e.ID, e.Name, e.Production, time.Duration(e.RotationSeconds)*time.Second, approvals)
+			fmt.Fprintf(tw, "%s/%s\t%s\t%v\t%s\t%s\n", e.Project, e.ID, e.Name, e.Production, e.rotation(), e.approvals())
 		}
 	})
 	section("SECRETS", "PROJECT/ENV\tNAME\tVERSION\tKEY\tSTATE\tVALUE SET\tCHANGED\tBY", len(st.Secrets), func(tw io.Writer) {

@@ -173,6 +173,24 @@ func (f *clientFlags) dial(cmd *cobra.Command) (*session, error) {
 	return s, nil
 }
 
+// dialEnv is dial for a command on an environment's secrets: it resolves
+// the environment and needs a credential. The caller checks the ledger
+// (checkLog or checkLogAsync).
+func (f *clientFlags) dialEnv(cmd *cobra.Command) (*session, cli.Env, error) {
+	s, err := f.dial(cmd)
+	if err != nil {
+		return nil, cli.Env{}, err
+	}
+	env, err := s.environment()
+	if err != nil {
+		return nil, cli.Env{}, err
+	}
+	if err := s.needAuth(); err != nil {
+		return nil, cli.Env{}, err
+	}
+	return s, env, nil
+}
+
 // checkLogAsync starts checkLog and returns a function that waits for
 // its outcome: a command reads what it needs meanwhile, and uses it only
 // once the ledger is found sound.

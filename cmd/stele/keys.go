@@ -294,22 +294,7 @@ change is an event in the ledger either way.`,
 
 // printKeyset prints a keyset as the API describes it.
 func printKeyset(w io.Writer, env cli.Env, resp *cli.Response) error {
-	var ks struct {
-		PrimaryKey   int64      `json:"primary_key"`
-		PrimarySince time.Time  `json:"primary_since"`
-		LastRotation *time.Time `json:"last_rotation"`
-		RotationDue  bool       `json:"rotation_due"`
-		Reseal       struct {
-			Complete bool  `json:"complete"`
-			Pending  int64 `json:"pending"`
-		} `json:"reseal"`
-		Keys []struct {
-			ID      int64     `json:"id"`
-			State   string    `json:"state"`
-			Primary bool      `json:"primary"`
-			AddedAt time.Time `json:"added_at"`
-		} `json:"keys"`
-	}
+	var ks keysetView
 	if err := resp.Decode(&ks); err != nil {
 		return err
 	}

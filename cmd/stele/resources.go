@@ -134,33 +134,14 @@ func newEnvsCmd() *cobra.Command {
 			return err
 		}
 		var page struct {
-			Items []struct {
-				ID, Name   string
-				Production bool `json:"production"`
-				Approval   struct {
-					Reveal, Change bool
-					Approvers      int
-				} `json:"approval"`
-				RotationSeconds int64 `json:"rotation_seconds"`
-			} `json:"items"`
+			Items []envView `json:"items"`
 		}
 		return table(c.OutOrStdout(), &lf, resp, "ENVIRONMENT\tNAME\tPRODUCTION\tAPPROVALS\tKEY ROTATION", func(tw io.Writer) error {
 			if err := resp.Decode(&page); err != nil {
 				return err
 			}
 			for _, e := range page.Items {
-				var ap []string
-				if e.Approval.Reveal {
-					ap = append(ap, "reveal")
-				}
-				if e.Approval.Change {
-					ap = append(ap, "change")
-				}
-				approvals := "-"
-				if len(ap) > 0 {
-					approvals = fmt.Sprintf("%s (%d)", strings.Join(ap, ", "), max(1, e.Approval.Approvers))
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", e.ID, e.Name, e.Production, approvals, time.Duration(e.RotationSeconds)*time.Second)
+				fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%s\n", e.ID, e.Name, e.Production, e.approvals(), e.rotation())
 			}
 			return nil
 		})

@@ -200,15 +200,8 @@ stele reads the new values, stops COMMAND (SIGTERM, then SIGKILL after
 			if err := rf.check(); err != nil {
 				return err
 			}
-			s, err := cf.dial(c)
+			s, env, err := cf.dialEnv(c)
 			if err != nil {
-				return err
-			}
-			env, err := s.environment()
-			if err != nil {
-				return err
-			}
-			if err := s.needAuth(); err != nil {
 				return err
 			}
 			ctx := c.Context()
@@ -362,15 +355,8 @@ the ledger (channel export).`,
 			if err := p.check(); err != nil {
 				return err
 			}
-			s, err := cf.dial(c)
+			s, env, err := cf.dialEnv(c)
 			if err != nil {
-				return err
-			}
-			env, err := s.environment()
-			if err != nil {
-				return err
-			}
-			if err := s.needAuth(); err != nil {
 				return err
 			}
 			checked := s.checkLogAsync(c.Context())

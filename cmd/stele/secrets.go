@@ -52,15 +52,11 @@ func envCommand(cf *clientFlags, use, short string, args cobra.PositionalArgs, r
 					return err
 				}
 			}
-			s, err := cf.connect(c)
+			s, env, err := cf.dialEnv(c)
 			if err != nil {
 				return err
 			}
-			env, err := s.environment()
-			if err != nil {
-				return err
-			}
-			if err := s.needAuth(); err != nil {
+			if err := s.checkLog(c.Context()); err != nil {
 				return err
 			}
 			return run(c, s, env, args)
