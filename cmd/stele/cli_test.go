@@ -799,6 +799,9 @@ func TestCLIRemembersTheLedger(t *testing.T) {
 	if st.Size <= first {
 		t.Fatalf("the remembered checkpoint did not move: %d -> %d", first, st.Size)
 	}
+	if r := cs.run(t, nil, "ledger", "key", "--server", cs.url); r.code != 0 || strings.TrimSpace(r.stdout) != st.Key {
+		t.Fatalf("ledger key --server: %+v, want %s", r, st.Key)
+	}
 	r = cs.run(t, nil, "ledger", "verify")
 	if r.code != 0 || !strings.Contains(r.stdout, "OK") || !strings.Contains(r.stdout, "signed checkpoint") {
 		t.Fatalf("ledger verify: %+v", r)

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"stele.dev/stele/cli"
 	"stele.dev/stele/eventstore"
 	"stele.dev/stele/eventstore/checkpoint"
 	"stele.dev/stele/eventstore/export"
@@ -149,17 +151,33 @@ func newLedgerHeadCmd() *cobra.Command {
 func newLedgerKeyCmd() *cobra.Command {
 	var db dbFlags
 	var k keyFlags
+	var cf clientFlags
 	cmd := &cobra.Command{
 		Use:   "key",
 		Short: "Print the public key that verifies the ledger's checkpoints",
 		Long: `Print the ledger's checkpoint verifier key, in signed-note form
 (<origin>+<key hash>+<base64 Ed25519 key>). Auditors pass it to
 'stele ledger verify --key'. With --signing-key-file (or a key file in the
-data folder) it is derived from the private key, needing no database.`,
+data folder) it is derived from the private key, needing no database.
+With --server it is the key the server publishes at /v1/ledger/key (to
+compare with a copy you trust; stele remembers it from the first contact).`,
 		Example: `  stele ledger key --dev
-  stele ledger key --signing-key-file /var/lib/stele/ledger-signing.key`,
+  stele ledger key --signing-key-file /var/lib/stele/ledger-signing.key
+  stele ledger key --server https://stele.example.com`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			if cmd.Flags().Changed("server") {
+				s, err := cf.dial(cmd)
+				if err != nil {
+					return err
+				}
+				resp, err := s.call(ctx, cli.Call{Method: http.MethodGet, Path: "/v1/ledger/key", Header: http.Header{"Accept": {"text/plain"}}}, nil)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), strings.TrimSpace(string(resp.Body)))
+				return nil
+			}
 			if k.keyFile != "" || os.Getenv("STELE_SIGNING_KEY_FILE") != "" || os.Getenv("STELE_SIGNING_KEY") != "" {
 				var s *checkpoint.Signer
 				var err error
@@ -196,6 +214,7 @@ data folder) it is derived from the private key, needing no database.`,
 	}
 	db.register(cmd.Flags())
 	k.register(cmd.Flags())
+	cf.register(cmd)
 	return cmd
 }
 
