@@ -161,15 +161,25 @@ type benchOptions struct {
 	cpuProfile                string
 }
 
+// scratchSchema creates a schema of its own for one benchmark run and
+// returns its name and a function that drops it.
+func scratchSchema(ctx context.Context, admin *pgxpool.Pool) (string, func(), error) {
+	schema := "stele_bench_" + randomHex(4)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		return "", nil, err
+	}
+	return schema, func() { admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE") }, nil
+}
+
 // benchLedgerOnce runs one measurement in a fresh scratch schema.
 func benchLedgerOnce(ctx context.Context, admin *pgxpool.Pool, o benchOptions) (ledgerBench, error) {
 	logger := quietLogger()
-	schema := "stele_bench_" + randomHex(4)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+	schema, drop, err := scratchSchema(ctx, admin)
+	if err != nil {
 		return ledgerBench{}, err
 	}
 	if !o.keep {
-		defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		defer drop()
 	}
 	cfg := admin.Config().Copy()
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema

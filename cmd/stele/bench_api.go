@@ -90,11 +90,11 @@ in the same run at the same concurrency.`,
 				return err
 			}
 			defer admin.Close()
-			schema := "stele_bench_" + randomHex(4)
-			if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			schema, drop, err := scratchSchema(ctx, admin)
+			if err != nil {
 				return err
 			}
-			defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			defer drop()
 			cfg := admin.Config().Copy()
 			cfg.ConnConfig.RuntimeParams["search_path"] = schema
 			cfg.MaxConns = 48
@@ -238,11 +238,11 @@ func benchAPI(ctx context.Context, admin, pool *pgxpool.Pool, clients []int, dur
 // rawAppendRate measures the ledger alone: clients appenders, one event
 // of about 200 bytes per append, in a scratch schema of its own.
 func rawAppendRate(ctx context.Context, admin *pgxpool.Pool, clients int) (float64, error) {
-	schema := "stele_bench_" + randomHex(4)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+	schema, drop, err := scratchSchema(ctx, admin)
+	if err != nil {
 		return 0, err
 	}
-	defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+	defer drop()
 	cfg := admin.Config().Copy()
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	cfg.MaxConns = 48

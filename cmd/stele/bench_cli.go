@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,11 +75,11 @@ each, and the overhead of stele run over the bare program.`,
 				return err
 			}
 			defer admin.Close()
-			schema := "stele_bench_" + randomHex(4)
-			if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			schema, drop, err := scratchSchema(ctx, admin)
+			if err != nil {
 				return err
 			}
-			defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			defer drop()
 			dbURL, err := db.resolve(ctx, quietLogger())
 			if err != nil {
 				return err

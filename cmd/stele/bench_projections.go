@@ -75,11 +75,11 @@ position 0, timed, beside pgx CopyFrom of as many ledger rows.`,
 				return err
 			}
 			defer admin.Close()
-			schema := "stele_bench_" + randomHex(4)
-			if _, err := admin.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+			schema, drop, err := scratchSchema(ctx, admin)
+			if err != nil {
 				return err
 			}
-			defer admin.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+			defer drop()
 			cfg := admin.Config().Copy()
 			cfg.ConnConfig.RuntimeParams["search_path"] = schema
 			cfg.MaxConns = 32
